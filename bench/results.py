@@ -1,0 +1,81 @@
+"""Writing run results: atomic files, strict JSON, the long-form metrics table, and provenance."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader (or a SIGKILL) sees the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def strict(value: Any) -> Any:
+    """JSON-safe copy: NaN and ±inf become ``None`` (strict JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: strict(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict(item) for item in value]
+    return value
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(strict(summary), indent=2, allow_nan=False) + "\n")
+
+
+def write_metrics(path: Path, rows: list[tuple[int, str, float]]) -> None:
+    """``metrics.csv`` in long form: one ``step,metric,value`` row per measurement (NaN written as ``nan``)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["step", "metric", "value"])
+    writer.writerows((step, metric, repr(float(value))) for step, metric, value in rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def provenance() -> dict[str, Any]:
+    """Versions and the git commit, recorded flat in every summary."""
+    import hydra
+    import numpy
+    import torch
+
+    return {
+        "python_version": platform.python_version(),
+        "torch_version": torch.__version__,
+        "numpy_version": numpy.__version__,
+        "hydra_version": hydra.__version__,
+        "git_commit": git_commit(),
+        "hostname": platform.node(),
+    }

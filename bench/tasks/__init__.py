@@ -1,0 +1,1 @@
+"""Tasks: each one file, each following the protocol in ``bench.tasks.base``."""

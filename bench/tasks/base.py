@@ -1,0 +1,64 @@
+"""The task protocol: what the runner and the probes need from a task, and nothing more.
+
+A task is an ``nn.Module`` holding every trainable parameter. Its objective has the form
+L(θ) = E_{z~p_θ(z)}[f(z)] + (deterministic terms), split so that an estimator sees only the stochastic part:
+
+- ``distribution(batch)`` returns the distribution parameters (logits tensor for ``categorical``,
+  ``estimators.Gaussian`` for ``gaussian``) as a function of the probed parameters;
+- ``objective(batch)`` returns f, mapping samples ``(S, *B, *event)`` to values ``(S, *B[:k])``;
+- ``deterministic(params, batch)`` returns the extra scalar terms whose gradient needs no estimator (the
+  analytic KL of a VAE); zero by default;
+- ``loss(estimator, samples, batch)`` puts them together: the scalar whose ``backward`` is one training
+  gradient estimate. Its value is the training loss.
+
+For measurement: ``probed_parameters()`` are the parameters whose gradient estimates the probe studies (by
+default those of the distribution), ``reference_gradient(batch)`` the true gradient of ``loss`` with respect
+to them (or ``None``), ``reference`` says where it comes from (``analytic``, ``exact`` or ``none``), and
+``evaluate()`` returns the task's metrics, among them ``objective``, the headline number (``final_loss``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from estimators.base import Estimator
+
+
+class Task(nn.Module):
+    latent: ClassVar[str] = ""
+    reference: ClassVar[str] = "none"
+
+    def distribution(self, batch: Any) -> Any:
+        raise NotImplementedError
+
+    def objective(self, batch: Any) -> Callable[[Tensor], Tensor]:
+        raise NotImplementedError
+
+    def deterministic(self, params: Any, batch: Any) -> Tensor:
+        return torch.zeros(())
+
+    def loss(self, estimator: Estimator, samples: int, batch: Any = None) -> Tensor:
+        params = self.distribution(batch)
+        surrogate = estimator(params, self.objective(batch), samples)
+        return surrogate.mean() + self.deterministic(params, batch)
+
+    def train_batch(self, step: int) -> Any:
+        """The data for one training step (``None`` for tasks without data)."""
+        return None
+
+    def probe_batch(self) -> Any:
+        """The fixed data batch used by every probe of a run (``None`` for tasks without data)."""
+        return None
+
+    def probed_parameters(self) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def reference_gradient(self, batch: Any) -> list[Tensor] | None:
+        return None
+
+    def evaluate(self) -> dict[str, float]:
+        raise NotImplementedError

@@ -1,0 +1,53 @@
+"""The toy task: D independent categorical variables, f(b) = Σ_d (b_d − t)².
+
+With K = 2 classes (the default) b_d ∈ {0, 1} is a Bernoulli variable with p(b_d = 1) = softmax(θ_d)_1;
+with K > 2 classes, class k has value k/(K − 1). The exact objective is
+L(θ) = Σ_d Σ_k p_dk (v_k − t)², minimized at p(b = 1) → 0 for t < 0.5; straight-through type estimators
+are known to settle near p ≈ t instead (Tucker et al. 2017, "REBAR"; Liu et al. 2023, "ReinMax").
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from bench.errors import ConfigError
+from bench.tasks.base import Task
+
+
+class Toy(Task):
+    latent = "categorical"
+    reference = "analytic"
+
+    def __init__(self, dim: int = 1, classes: int = 2, t: float = 0.45, init: float = 0.0) -> None:
+        super().__init__()
+        if dim < 1 or classes < 2:
+            raise ConfigError(f"task toy needs dim >= 1 and classes >= 2, got dim={dim}, classes={classes}.")
+        self.t = float(t)
+        self.logits = nn.Parameter(torch.full((dim, classes), float(init)))
+        self.register_buffer("values", torch.linspace(0.0, 1.0, classes))
+
+    def distribution(self, batch=None) -> Tensor:
+        return self.logits
+
+    def objective(self, batch=None):
+        def f(z: Tensor) -> Tensor:
+            return ((z @ self.values - self.t) ** 2).sum(-1)
+
+        return f
+
+    def exact_objective(self) -> Tensor:
+        probs = self.logits.softmax(-1)
+        return (probs * (self.values - self.t) ** 2).sum()
+
+    def probed_parameters(self) -> dict[str, Tensor]:
+        return {"logits": self.logits}
+
+    def reference_gradient(self, batch=None) -> list[Tensor]:
+        with torch.enable_grad():
+            return list(torch.autograd.grad(self.exact_objective(), [self.logits]))
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        probs = self.logits.softmax(-1)
+        return {"objective": float(self.exact_objective()), "prob_one": float(probs[:, -1].mean())}

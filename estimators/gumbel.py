@@ -1,0 +1,35 @@
+"""Gumbel-Softmax / Concrete relaxation (Jang et al. 2017; Maddison et al. 2017).
+
+    y = softmax((logits + g)/τ),  g = −log(−log u),  u ~ U(0, 1)
+
+The forward pass evaluates f on the relaxed sample y (not a one-hot vector), so the estimate is the exact
+gradient of a *different*, relaxed objective: biased for the discrete one, with the bias vanishing and
+the variance growing as τ → 0.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from estimators.base import Estimator, Objective, check_temperature, expand_samples, gumbel_noise
+
+
+def relaxed_sample(logits: Tensor, samples: int, tau: float) -> Tensor:
+    """Concrete samples of shape (S, *logits.shape): softmax((logits + g)/τ)."""
+    expanded = expand_samples(logits, samples)
+    return ((expanded + gumbel_noise(expanded.shape, logits)) / tau).softmax(-1)
+
+
+class Gumbel(Estimator):
+    """Relaxed Gumbel-Softmax: surrogate f(softmax((logits + g)/τ)); biased."""
+
+    latents = ("categorical",)
+    unbiased = False
+
+    def __init__(self, tau: float = 1.0) -> None:
+        super().__init__()
+        self.tau = check_temperature(tau)
+
+    def forward(self, logits: Tensor, f: Objective, samples: int = 1) -> Tensor:
+        self.check_samples(samples)
+        return f(relaxed_sample(logits, samples, self.tau)).mean(0)

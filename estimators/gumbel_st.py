@@ -1,0 +1,29 @@
+"""Straight-through Gumbel-Softmax (Jang et al. 2017, §2.2).
+
+Forward: the one-hot vector D = one_hot(argmax(logits + g)), an exact sample of Cat(softmax(logits)).
+Backward: through the relaxed y = softmax((logits + g)/τ), i.e. z = D + y − sg[y]. Biased.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from estimators.base import Estimator, Objective, check_temperature, one_hot_like
+from estimators.gumbel import relaxed_sample
+
+
+class GumbelST(Estimator):
+    """Straight-through Gumbel-Softmax: f(one_hot(argmax(y))) forward, gradient through y; biased."""
+
+    latents = ("categorical",)
+    unbiased = False
+
+    def __init__(self, tau: float = 1.0) -> None:
+        super().__init__()
+        self.tau = check_temperature(tau)
+
+    def forward(self, logits: Tensor, f: Objective, samples: int = 1) -> Tensor:
+        self.check_samples(samples)
+        relaxed = relaxed_sample(logits, samples, self.tau)
+        hard = one_hot_like(relaxed.argmax(-1), relaxed)
+        return f(hard + relaxed - relaxed.detach()).mean(0)

@@ -1,0 +1,1 @@
+"""Optimizers: Lookahead and lazy Adam (``torch.optim`` supplies Adam, AdamW and SGD)."""
