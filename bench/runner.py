@@ -136,6 +136,7 @@ def train(config: DictConfig, task: Task, estimator: Estimator, optimizer, recor
     parameters = list(task.parameters())
     planned = probe_steps(config.steps, config.probe.every)
     step_times: list[float] = []
+    optimizer_times: list[float] = []
     last_probe: dict[str, float] = {}
     running_loss, running_count = 0.0, 0
 
@@ -160,6 +161,7 @@ def train(config: DictConfig, task: Task, estimator: Estimator, optimizer, recor
         do_probe(0)
     for step in progress:
         started = time.perf_counter()
+        estimator.on_step(step)
         batch = task.train_batch(step)
         loss = task.loss(estimator, config.samples, batch)
         optimizer.zero_grad(set_to_none=True)
@@ -167,11 +169,15 @@ def train(config: DictConfig, task: Task, estimator: Estimator, optimizer, recor
         value = float(loss.detach())
         if not (math.isfinite(value) and finite_gradients(parameters)):
             raise Diverged(f"the loss or a gradient became non-finite (loss={value}) at step {step}", step)
+        optimizer_started = time.perf_counter()
         optimizer.step()
-        step_times.append(time.perf_counter() - started)
+        finished = time.perf_counter()
+        step_times.append(finished - started)
+        optimizer_times.append(finished - optimizer_started)
+        extra = task.after_step(step, batch)
         running_loss, running_count = running_loss + value, running_count + 1
         if step % config.log_every == 0:
-            recorder.add(step, {"train_loss": running_loss / running_count})
+            recorder.add(step, {"train_loss": running_loss / running_count, **extra})
             progress.set_postfix(loss=f"{running_loss / running_count:.4g}", refresh=False)
             running_loss, running_count = 0.0, 0
         if step in planned:
@@ -181,6 +187,7 @@ def train(config: DictConfig, task: Task, estimator: Estimator, optimizer, recor
     return {
         "steps": step,
         "step_time_ms": 1000 * statistics.median(step_times[warmup:]) if step_times else None,
+        "optimizer_time_ms": 1000 * statistics.median(optimizer_times[warmup:]) if optimizer_times else None,
         "probe": last_probe,
         "final": task.evaluate(),
     }
@@ -204,6 +211,7 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
         "steps": 0,
         "wall_time_s": 0.0,
         "step_time_ms": None,
+        "optimizer_time_ms": None,
         "estimate_time_ms": None,
         "final_loss": None,
         **{name: None for name in PROBE_FIELDS},
@@ -221,7 +229,11 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
         task, estimator, optimizer = setup(config)
         summary["reference"] = task.reference
         measured = train(config, task, estimator, optimizer, recorder)
-        summary.update(steps=measured["steps"], step_time_ms=measured["step_time_ms"])
+        summary.update(
+            steps=measured["steps"],
+            step_time_ms=measured["step_time_ms"],
+            optimizer_time_ms=measured["optimizer_time_ms"],
+        )
         summary.update(final_loss=measured["final"].get("objective"), **measured["probe"])
     except ConfigError as error:
         summary.update(status=error.status, error=str(error))

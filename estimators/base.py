@@ -84,6 +84,9 @@ class Estimator(nn.Module):
                 f"got samples={samples}."
             )
 
+    def on_step(self, step: int) -> None:
+        """Called by a training loop before training step ``step`` (1-based); e.g. a temperature schedule."""
+
     def forward(self, params, f: Objective, samples: int = 1) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -54,6 +54,10 @@ class Task(nn.Module):
         """The fixed data batch used by every probe of a run (``None`` for tasks without data)."""
         return None
 
+    def after_step(self, step: int, batch: Any) -> dict[str, float]:
+        """Called after every optimizer step; metrics it returns are recorded every ``log_every`` steps."""
+        return {}
+
     def probed_parameters(self) -> dict[str, Tensor]:
         raise NotImplementedError
 
