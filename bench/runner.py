@@ -41,9 +41,23 @@ def unwrap(error: BaseException) -> BaseException:
     return error
 
 
+def drop_names(node: Any) -> Any:
+    """Remove the ``name`` key from every node that has a ``_target_``, nested ones included.
+
+    Configs name themselves (``name:``), constructors do not take it; a nested node is, e.g., the inner
+    optimizer of ``optimizer=lookahead``.
+    """
+    if isinstance(node, dict):
+        named = "_target_" in node
+        return {key: drop_names(value) for key, value in node.items() if not (named and key == "name")}
+    if isinstance(node, list):
+        return [drop_names(value) for value in node]
+    return node
+
+
 def build(config: DictConfig, **kwargs: Any) -> Any:
-    """Instantiate a config group node, dropping its ``name`` key; config errors come out as ConfigError."""
-    node = OmegaConf.to_container(config, resolve=True)
+    """Instantiate a config group node, dropping its ``name`` keys; config errors come out as ConfigError."""
+    node = drop_names(OmegaConf.to_container(config, resolve=True))
     node.pop("name", None)
     try:
         return instantiate(node, **kwargs)
@@ -58,13 +72,23 @@ def estimator_class(config: DictConfig) -> type[Estimator]:
     return get_class(config._target_)
 
 
+def config_target(path: Path) -> str | None:
+    """The ``_target_`` of a group config file, following presets that extend another file of the group."""
+    node = OmegaConf.load(path)
+    if "_target_" in node:
+        return node._target_
+    for parent in node.get("defaults", []):
+        if isinstance(parent, str) and parent != "_self_" and (path.parent / f"{parent}.yaml").exists():
+            return config_target(path.parent / f"{parent}.yaml")
+    return None
+
+
 def estimators_for(latent: str) -> list[str]:
     """Names of the estimator configs whose estimator supports the latent kind ``latent``."""
     names = []
     for path in sorted((CONF_DIR / "estimator").glob("*.yaml")):
-        node = OmegaConf.load(path)
         try:
-            if latent in get_class(node._target_).latents:
+            if latent in get_class(config_target(path)).latents:
                 names.append(path.stem)
         except Exception:  # noqa: BLE001 - a broken config must not hide the others
             continue
@@ -75,7 +99,7 @@ def check_settings(config: DictConfig) -> None:
     """Range checks on the top-level settings, each failing with a message that names the key."""
     checks = [
         (config.steps >= 1, f"steps must be >= 1, got steps={config.steps}."),
-        (config.samples >= 1, f"samples must be >= 1, got samples={config.samples}."),
+        (config.samples is None or config.samples >= 1, f"samples must be >= 1, got samples={config.samples}."),
         (config.probe.draws >= 2, f"probe.draws must be >= 2 (a variance needs two draws), got {config.probe.draws}."),
         (config.probe.every >= 0, f"probe.every must be >= 0 (0: probe only at the end), got {config.probe.every}."),
         (config.log_every >= 1, f"log_every must be >= 1, got {config.log_every}."),
@@ -101,6 +125,8 @@ def setup(config: DictConfig) -> tuple[Task, Estimator, torch.optim.Optimizer]:
         )
     task = build(config.task)
     estimator = build(config.estimator)
+    if config.samples is None:  # each estimator's smallest sample count: 1, or 2 for a leave-one-out baseline
+        config.samples = estimator.min_samples
     try:
         estimator.check_samples(config.samples)
     except EstimatorError as error:
@@ -161,7 +187,9 @@ def train(config: DictConfig, task: Task, estimator: Estimator, optimizer, recor
         do_probe(0)
     for step in progress:
         started = time.perf_counter()
-        estimator.on_step(step)
+        scheduled = estimator.on_step(step) or {}  # e.g. the temperature, when a schedule moved it
+        if scheduled:
+            recorder.add(step, scheduled)
         batch = task.train_batch(step)
         loss = task.loss(estimator, config.samples, batch)
         optimizer.zero_grad(set_to_none=True)
@@ -217,7 +245,7 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
         **{name: None for name in PROBE_FIELDS},
         "reference": get_class(config.task._target_).reference if "_target_" in config.task else "none",
         "error": None,
-        "samples": int(config.samples),
+        "samples": config.samples,
         "probe_draws": int(config.probe.draws),
         **provenance(),
     }
@@ -227,7 +255,7 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
     pending: BaseException | None = None
     try:
         task, estimator, optimizer = setup(config)
-        summary["reference"] = task.reference
+        summary.update(reference=task.reference, samples=int(config.samples))
         measured = train(config, task, estimator, optimizer, recorder)
         summary.update(
             steps=measured["steps"],

@@ -1,0 +1,430 @@
+"""``python -m bench.report DIR``: tables and figures from every run below DIR (reads files only).
+
+Reads each ``summary.json`` and ``metrics.csv`` below DIR into two tidy pandas frames, then writes into
+``DIR/report/`` (or ``--out``):
+
+- ``summary.csv``: one row per run (every summary field, plus ``label`` and ``run``);
+- PNG (and PDF) figures per task, each estimator (or optimizer) in the same colour in every figure;
+- ``report.md``: per task, runs by status, a table of mean ± 95% CI over seeds (with the seed count), and
+  links to the figures, with a one-line explanation of each metric.
+
+It imports nothing from the runner: it only knows the results contract (DESIGN.md "Results").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+import yaml  # noqa: E402
+from scipy import stats  # noqa: E402
+
+REPORT_DIR = "report"
+# Overrides that do not distinguish one configuration from another (seeds are what we average over).
+NOT_A_VARIANT = ("seed", "task", "estimator", "optimizer", "progress", "threads", "+experiment", "experiment")
+
+METRIC_NOTES = {
+    "final_loss": "the task's headline objective at the end (exact where the task has one, else held-out "
+    "loss); lower is better",
+    "grad_variance": "trace of the covariance of one gradient estimate, 1/(M−1) Σ‖ĝ_m − ḡ‖²; lower is better",
+    "grad_bias": "‖ḡ − g*‖, distance of the mean estimate from the reference gradient",
+    "bias_in_se": "grad_bias / grad_bias_se: about 1 for an unbiased estimator, ≫ 1 means measurable bias",
+    "grad_mse": "1/M Σ‖ĝ_m − g*‖² = variance + squared bias; lower is better",
+    "grad_cos": "cosine between the mean estimate and the reference gradient; 1 is the right direction",
+    "grad_snr": "‖ḡ‖² / grad_variance, signal-to-noise ratio of one estimate; higher is better",
+    "step_time_ms": "median wall time of one training step (probes excluded)",
+    "estimate_time_ms": "wall time of one gradient estimate in a probe",
+    "work_variance": "grad_variance × estimate_time_ms: variance at equal compute (lower is better)",
+}
+
+
+@dataclass
+class Runs:
+    """Every run found below a folder: one row per run, and all their metrics in long form."""
+
+    summaries: pd.DataFrame
+    metrics: pd.DataFrame
+    skipped_files: list[str]
+
+
+def read_overrides(run: Path) -> list[str]:
+    path = run / ".hydra" / "overrides.yaml"
+    try:
+        return [str(item) for item in (yaml.safe_load(path.read_text()) or [])]
+    except (OSError, yaml.YAMLError):
+        return []
+
+
+def variant_of(overrides: list[str]) -> str:
+    """The overrides that make a configuration differ, other than task/estimator/optimizer/seed."""
+    kept = [
+        item
+        for item in overrides
+        if item.split("=", 1)[0] not in NOT_A_VARIANT and not item.startswith("hydra")
+    ]
+    return ",".join(sorted(kept))
+
+
+def load_runs(root: Path) -> Runs:
+    """Read every ``summary.json`` (and the ``metrics.csv`` beside it) below ``root``.
+
+    A malformed summary is skipped with a warning; the rest is still read.
+    """
+    summaries, metrics, skipped = [], [], []
+    for path in sorted(root.rglob("summary.json")):
+        if REPORT_DIR in path.relative_to(root).parts[:-1]:
+            continue
+        run = path.parent
+        try:
+            summary = json.loads(path.read_text())
+            if not isinstance(summary, dict) or not {"task", "estimator", "status"} <= summary.keys():
+                raise ValueError("not a run summary (needs at least task, estimator, status)")
+        except (OSError, ValueError) as error:
+            warnings.warn(f"skipping {path}: {error}", stacklevel=2)
+            skipped.append(str(path))
+            continue
+        run_id = str(run.relative_to(root)) if run != root else run.name
+        summary["run"] = run_id
+        summary["variant"] = variant_of(read_overrides(run))
+        summaries.append(summary)
+        csv = run / "metrics.csv"
+        if csv.exists():
+            try:
+                frame = pd.read_csv(csv)
+                frame["run"] = run_id
+                metrics.append(frame)
+            except (OSError, ValueError, pd.errors.ParserError) as error:
+                warnings.warn(f"skipping {csv}: {error}", stacklevel=2)
+                skipped.append(str(csv))
+    summary_frame = pd.DataFrame(summaries)
+    if not summary_frame.empty:
+        summary_frame["label"] = labels(summary_frame)
+    metric_frame = (
+        pd.concat(metrics, ignore_index=True)
+        if metrics
+        else pd.DataFrame(columns=["step", "metric", "value", "run"])
+    )
+    return Runs(summary_frame, metric_frame, skipped)
+
+
+def labels(frame: pd.DataFrame) -> pd.Series:
+    """A label per run: estimator, plus optimizer and variant where those vary within the run's task."""
+    result = pd.Series(index=frame.index, dtype=object)
+    for _, group in frame.groupby("task"):
+        parts = pd.DataFrame({"estimator": group["estimator"].astype(str)}, index=group.index)
+        if group["optimizer"].nunique() > 1:
+            parts["optimizer"] = group["optimizer"].astype(str)
+        if "samples" in group and group["samples"].nunique() > 1:
+            parts["samples"] = "S=" + group["samples"].astype(str)
+        if group["variant"].nunique() > 1:
+            parts["variant"] = group["variant"].astype(str)
+        result[group.index] = parts.agg(" ".join, axis=1).str.strip()
+    return result
+
+
+def mean_ci(values: pd.Series) -> tuple[float, float, int]:
+    """Mean, half-width of the 95% t-interval over seeds, and the count of finite values."""
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    values = values[np.isfinite(values)]
+    count = len(values)
+    if count == 0:
+        return math.nan, math.nan, 0
+    if count == 1:
+        return float(values.mean()), math.nan, 1
+    half = stats.t.ppf(0.975, count - 1) * values.std(ddof=1) / math.sqrt(count)
+    return float(values.mean()), float(half), count
+
+
+def format_ci(mean: float, half: float) -> str:
+    if not math.isfinite(mean):
+        return "—"
+    if not math.isfinite(half):
+        return f"{mean:.4g}"
+    return f"{mean:.4g} ± {half:.2g}"
+
+
+def palette_for(labels_: list[str]) -> dict[str, tuple]:
+    """One colour per label, the same in every figure of the report."""
+    colours = sns.color_palette("tab10" if len(labels_) <= 10 else "tab20", len(labels_))
+    return dict(zip(sorted(labels_), colours, strict=True))
+
+
+def add_derived(summaries: pd.DataFrame) -> pd.DataFrame:
+    frame = summaries.copy()
+    for column in ("grad_bias", "grad_bias_se", "grad_variance", "estimate_time_ms", "final_loss"):
+        if column not in frame:
+            frame[column] = np.nan
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    frame["bias_in_se"] = frame["grad_bias"] / frame["grad_bias_se"].where(frame["grad_bias_se"] > 0)
+    frame["work_variance"] = frame["grad_variance"] * frame["estimate_time_ms"]
+    return frame
+
+
+def aggregate(summaries: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Mean ± 95% CI over seeds of ``columns`` for every (task, label), over runs with status ok."""
+    rows = []
+    ok = summaries[summaries["status"] == "ok"]
+    for (task, label), group in ok.groupby(["task", "label"]):
+        row = {
+            "task": task,
+            "label": label,
+            "seeds": int(group["seed"].nunique()),
+            "reference": group["reference"].iloc[0],
+        }
+        for column in columns:
+            if column in group:
+                mean, half, _ = mean_ci(group[column])
+                row[column], row[f"{column}_ci95"] = mean, half
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def save(figure: plt.Figure, directory: Path, stem: str) -> str:
+    figure.tight_layout()
+    figure.savefig(directory / f"{stem}.png", dpi=130)
+    figure.savefig(directory / f"{stem}.pdf")
+    plt.close(figure)
+    return f"{stem}.png"
+
+
+def figure_variance(task: str, ok: pd.DataFrame, palette: dict, directory: Path) -> str | None:
+    data = ok[ok["grad_variance"] > 0]
+    if data.empty:
+        return None
+    order = data.groupby("label")["grad_variance"].mean().sort_values().index.tolist()
+    figure, axis = plt.subplots(figsize=(7, 0.5 * len(order) + 1.8))
+    sns.pointplot(
+        data=data,
+        y="label",
+        x="grad_variance",
+        hue="label",
+        order=order,
+        palette=palette,
+        errorbar=("ci", 95),
+        linestyles="none",
+        ax=axis,
+        legend=False,
+    )
+    sns.stripplot(
+        data=data,
+        y="label",
+        x="grad_variance",
+        hue="label",
+        order=order,
+        palette=palette,
+        alpha=0.4,
+        size=4,
+        ax=axis,
+        legend=False,
+    )
+    axis.set_xscale("log")
+    axis.set(
+        xlabel="gradient variance at the end (trace of covariance, log scale)",
+        ylabel="",
+        title=f"{task}: gradient variance per estimator (mean, 95% CI over seeds)",
+    )
+    axis.grid(axis="x", which="both", alpha=0.3)
+    return save(figure, directory, f"{task}_variance")
+
+
+def figure_bias_variance(task: str, ok: pd.DataFrame, palette: dict, directory: Path) -> str | None:
+    data = ok[(ok["grad_variance"] > 0) & ok["grad_bias"].notna()]
+    if data.empty:
+        return None
+    figure, axis = plt.subplots(figsize=(7, 5))
+    for label, group in data.groupby("label"):
+        axis.errorbar(
+            group["grad_variance"],
+            group["grad_bias"],
+            yerr=group["grad_bias_se"],
+            fmt="o",
+            color=palette[label],
+            label=label,
+            alpha=0.8,
+            capsize=2,
+        )
+    # The noise floor: an unbiased estimator's grad_bias is about grad_bias_se = sqrt(variance / M).
+    draws = float(data["probe_draws"].median()) if "probe_draws" in data else math.nan
+    if math.isfinite(draws):
+        span = np.geomspace(data["grad_variance"].min() / 2, data["grad_variance"].max() * 2, 50)
+        axis.plot(span, np.sqrt(span / draws), "k--", lw=1, label=f"noise floor √(variance/M), M={draws:.0f}")
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set(
+        xlabel="gradient variance (log)",
+        ylabel="gradient bias ‖ḡ − g*‖ (log)",
+        title=f"{task}: bias against variance (one point per run, bars ±1 SE)",
+    )
+    axis.legend(fontsize=8, loc="best")
+    axis.grid(which="both", alpha=0.3)
+    return save(figure, directory, f"{task}_bias_variance")
+
+
+def figure_over_steps(
+    task: str,
+    metric: str,
+    ylabel: str,
+    curves: pd.DataFrame,
+    palette: dict,
+    directory: Path,
+    log: bool = False,
+    stem: str | None = None,
+) -> str | None:
+    data = curves[curves["metric"] == metric]
+    if log:
+        data = data[data["value"] > 0]
+    if data.empty or data["step"].nunique() < 2:
+        return None
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    sns.lineplot(
+        data=data,
+        x="step",
+        y="value",
+        hue="label",
+        hue_order=sorted(data["label"].unique()),
+        palette=palette,
+        errorbar=("ci", 95),
+        ax=axis,
+    )
+    if log:
+        axis.set_yscale("log")
+    seeds = data.groupby("label")["run"].nunique()
+    axis.set(
+        xlabel="training step",
+        ylabel=ylabel,
+        title=f"{task}: {ylabel} (mean, 95% CI band over {seeds.min()}–{seeds.max()} seeds)",
+    )
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    return save(figure, directory, stem or f"{task}_{metric}")
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    rows = ["| " + " | ".join(str(value) for value in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+TABLE_COLUMNS = [
+    "final_loss",
+    "grad_variance",
+    "grad_bias",
+    "bias_in_se",
+    "grad_mse",
+    "grad_cos",
+    "step_time_ms",
+    "estimate_time_ms",
+    "work_variance",
+]
+
+
+def task_section(
+    task: str, summaries: pd.DataFrame, curves: pd.DataFrame, palette: dict, directory: Path
+) -> list[str]:
+    runs = summaries[summaries["task"] == task]
+    ok = runs[runs["status"] == "ok"]
+    reference = ok["reference"].iloc[0] if not ok.empty else "none"
+    lines = [f"## Task `{task}`", ""]
+    counts = runs.groupby(["label", "status"]).size().unstack(fill_value=0).reset_index()
+    lines += ["Runs by status:", "", markdown_table(counts), ""]
+    not_ok = runs[runs["status"] != "ok"]
+    if not not_ok.empty:
+        lines += ["Runs that did not finish:", ""]
+        lines += [markdown_table(not_ok[["run", "label", "seed", "status", "steps", "error"]].fillna("")), ""]
+    table = aggregate(ok, TABLE_COLUMNS)
+    if not table.empty:
+        table = table.sort_values("final_loss")
+        columns = [c for c in TABLE_COLUMNS if c in table and table[c].notna().any()]
+        shown = pd.DataFrame({"estimator": table["label"], "seeds": table["seeds"]})
+        for column in columns:
+            shown[column] = [
+                format_ci(m, h) for m, h in zip(table[column], table[f"{column}_ci95"], strict=True)
+            ]
+        lines += [
+            f"Mean ± 95% CI over seeds (runs with status ok; reference gradient: **{reference}**):",
+            "",
+            markdown_table(shown),
+            "",
+        ]
+        if reference == "none":
+            lines += [
+                "This task has no reference gradient: bias, MSE and cosine are not defined "
+                "and are not shown.",
+                "",
+            ]
+    figures = [
+        figure_over_steps(task, "objective", "objective", curves, palette, directory),
+        figure_variance(task, ok, palette, directory),
+        figure_bias_variance(task, ok, palette, directory) if reference != "none" else None,
+        figure_over_steps(task, "grad_variance", "gradient variance", curves, palette, directory, log=True),
+        figure_over_steps(task, "train_loss", "training loss", curves, palette, directory),
+    ]
+    lines += [f"![{name}]({name})" for name in figures if name] + [""]
+    return lines
+
+
+def write_report(root: Path, out: Path | None = None) -> Path:
+    """Read every run below ``root`` and write the report; returns the report folder."""
+    runs = load_runs(root)
+    if runs.summaries.empty:
+        raise FileNotFoundError(f"no run summaries (summary.json) found below {root}")
+    directory = out or root / REPORT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    summaries = add_derived(runs.summaries)
+    summaries.to_csv(directory / "summary.csv", index=False)
+    palette = palette_for(summaries["label"].unique().tolist())
+    curves = runs.metrics.merge(summaries[["run", "label", "task", "status"]], on="run")
+    curves = curves[curves["status"].isin(["ok", "diverged"])]
+    lines = [
+        f"# Report: {root}",
+        "",
+        f"{len(summaries)} runs; "
+        + ", ".join(f"{count} {status}" for status, count in summaries["status"].value_counts().items()),
+        "",
+    ]
+    if runs.skipped_files:
+        lines += ["Skipped unreadable files: " + ", ".join(f"`{path}`" for path in runs.skipped_files), ""]
+    for task in sorted(summaries["task"].unique()):
+        lines += task_section(task, summaries, curves[curves["task"] == task], palette, directory)
+    lines += ["## Metrics", ""] + [f"- `{name}`: {note}" for name, note in METRIC_NOTES.items()] + [""]
+    (directory / "report.md").write_text("\n".join(lines))
+    return directory
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "root", type=Path, nargs="?", default=Path("results"), help="folder holding runs (default: results)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="report folder (default: ROOT/report)")
+    arguments = parser.parse_args(argv)
+    if not arguments.root.is_dir():
+        print(
+            f"error: {arguments.root} is not a folder; give the folder that holds your runs.", file=sys.stderr
+        )
+        return 2
+    try:
+        directory = write_report(arguments.root, arguments.out)
+    except FileNotFoundError as error:
+        print(f"error: {error}. Run `python -m bench ...` first.", file=sys.stderr)
+        return 2
+    print(f"report written to {directory / 'report.md'} (summary.csv and figures beside it)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""`python -m bench.report DIR` on a real sweep: summary.csv, figures, and a Markdown report."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from bench.report import load_runs, mean_ci
+from tests.helpers import run_cli
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report") / "sweep"
+    result = run_cli(
+        "bench",
+        "-m",
+        "task=toy",
+        "estimator=score_function,st,exact",
+        "seed=0,1",
+        "steps=40",
+        "probe.every=20",
+        "probe.draws=16",
+        f"hydra.sweep.dir={root}",
+    )
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def test_report_writes_summary_figures_and_markdown(sweep):
+    result = run_cli("bench.report", str(sweep))
+    assert result.returncode == 0, result.stderr
+    report = sweep / "report"
+    summary = pd.read_csv(report / "summary.csv")
+    assert len(summary) == 6 and set(summary["label"]) == {"score_function", "st", "exact"}
+    for stem in ("toy_objective", "toy_variance", "toy_bias_variance", "toy_grad_variance"):
+        assert (report / f"{stem}.png").stat().st_size > 10_000, stem
+        assert (report / f"{stem}.pdf").exists()
+    text = (report / "report.md").read_text()
+    assert "Mean ± 95% CI over seeds" in text and "| estimator | seeds |" in text
+    assert "![toy_objective.png](toy_objective.png)" in text
+    # The table's numbers are the mean over the two seeds of what the runs wrote.
+    runs = [json.loads(p.read_text()) for p in sweep.rglob("summary.json") if "report" not in p.parts]
+    st = [r["final_loss"] for r in runs if r["estimator"] == "st"]
+    assert f"{sum(st) / 2:.4g} ±" in text
+    # Idempotent: a second run reads the same runs (not its own output) and writes the same summary.
+    assert run_cli("bench.report", str(sweep)).returncode == 0
+    pd.testing.assert_frame_equal(pd.read_csv(report / "summary.csv"), summary)
+
+
+def test_report_skips_a_malformed_summary_with_a_warning(sweep, tmp_path):
+    broken = sweep / "broken_run"
+    broken.mkdir(exist_ok=True)
+    (broken / "summary.json").write_text("{not json")
+    with pytest.warns(UserWarning, match="skipping"):
+        runs = load_runs(sweep)
+    assert len(runs.summaries) == 6 and runs.skipped_files
+    broken.joinpath("summary.json").unlink()
+    broken.rmdir()
+
+
+def test_mean_ci_is_the_t_interval():
+    mean, half, count = mean_ci(pd.Series([1.0, 2.0, 3.0]))
+    # t_{0.975, 2} = 4.303; sd = 1; half-width = 4.303 / sqrt(3)
+    assert (mean, count) == (2.0, 3) and half == pytest.approx(4.3027 / 3**0.5, rel=1e-4)
+
+
+def test_report_on_a_folder_without_runs_exits_2(tmp_path):
+    result = run_cli("bench.report", str(tmp_path))
+    assert result.returncode == 2 and "no run summaries" in result.stderr
