@@ -128,7 +128,8 @@ def labels(frame: pd.DataFrame) -> pd.Series:
         if group["optimizer"].nunique() > 1:
             parts["optimizer"] = group["optimizer"].astype(str)
         if "samples" in group and group["samples"].nunique() > 1:
-            parts["samples"] = "S=" + group["samples"].astype(str)
+            # A skipped run never resolved its sample count (null): label it S=? instead of failing on NaN.
+            parts["samples"] = group["samples"].map(lambda s: f"S={int(s)}" if pd.notna(s) else "S=?")
         if group["variant"].nunique() > 1:
             parts["variant"] = group["variant"].astype(str)
         result[group.index] = parts.agg(" ".join, axis=1).str.strip()
@@ -282,34 +283,52 @@ def figure_over_steps(
     directory: Path,
     log: bool = False,
     stem: str | None = None,
+    x: str = "step",
+    xlabel: str = "training step",
 ) -> str | None:
+    """Mean and 95% CI band over seeds of ``metric`` for runs that finished; runs that diverged (or failed
+    part-way) are drawn thin and dashed, ending in a cross where they stopped."""
     data = curves[curves["metric"] == metric]
     if log:
         data = data[data["value"] > 0]
-    if data.empty or data["step"].nunique() < 2:
+    finished = data[data["status"] == "ok"]
+    stopped = data[data["status"] != "ok"]
+    if data.empty or data[x].nunique() < 2:
         return None
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    sns.lineplot(
-        data=data,
-        x="step",
-        y="value",
-        hue="label",
-        hue_order=sorted(data["label"].unique()),
-        palette=palette,
-        errorbar=("ci", 95),
-        ax=axis,
-    )
+    if not finished.empty:
+        sns.lineplot(
+            data=finished,
+            x=x,
+            y="value",
+            hue="label",
+            hue_order=sorted(finished["label"].unique()),
+            palette=palette,
+            errorbar=("ci", 95),
+            ax=axis,
+        )
+    for (_run, label, status, stopped_at), group in stopped.groupby(["run", "label", "status", "steps"]):
+        group = group.sort_values(x)
+        axis.plot(group[x], group["value"], "--", lw=0.8, color=palette[label], alpha=0.8)
+        axis.plot(group[x].iloc[-1:], group["value"].iloc[-1:], "x", ms=9, mew=2, color=palette[label])
+        axis.annotate(
+            f"{label}: {status} at step {stopped_at}",
+            (group[x].iloc[-1], group["value"].iloc[-1]),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+            color=palette[label],
+        )
     if log:
         axis.set_yscale("log")
-    seeds = data.groupby("label")["run"].nunique()
-    axis.set(
-        xlabel="training step",
-        ylabel=ylabel,
-        title=f"{task}: {ylabel} (mean, 95% CI band over {seeds.min()}–{seeds.max()} seeds)",
-    )
+    seeds = finished.groupby("label")["run"].nunique() if not finished.empty else pd.Series([0])
+    title = f"{task}: {ylabel}\n(mean, 95% CI band over {seeds.min()}–{seeds.max()} seeds"
+    title += "; ✕ = run stopped early)" if not stopped.empty else ")"
+    axis.set(xlabel=xlabel, ylabel=ylabel + (" (log scale)" if log else ""), title=title)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    return save(figure, directory, stem or f"{task}_{metric}")
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(fontsize=8)
+    return save(figure, directory, stem or f"{task}_{metric}" + ("" if x == "step" else f"_by_{x}"))
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -330,6 +349,37 @@ TABLE_COLUMNS = [
     "estimate_time_ms",
     "work_variance",
 ]
+
+
+RANKINGS = {
+    "grad_mse": "mean squared error to the reference gradient (variance + squared bias)",
+    "work_variance": (
+        "work-normalized variance, grad_variance × estimate_time_ms (what a unit of compute buys)"
+    ),
+}
+
+
+def rankings(table: pd.DataFrame, reference: str) -> list[str]:
+    """Per-task rankings, best first, each value with its 95% CI and the seed count."""
+    lines = []
+    for column, meaning in RANKINGS.items():
+        if table.empty or column not in table or not table[column].notna().any():
+            continue
+        if column == "grad_mse" and reference == "none":
+            continue
+        ranked = table[table[column].notna()].sort_values(column).reset_index(drop=True)
+        shown = pd.DataFrame(
+            {
+                "rank": range(1, len(ranked) + 1),
+                "estimator": ranked["label"],
+                column: [
+                    format_ci(m, h) for m, h in zip(ranked[column], ranked[f"{column}_ci95"], strict=True)
+                ],
+                "seeds": ranked["seeds"],
+            }
+        )
+        lines += [f"Ranking by {meaning}, lower is better:", "", markdown_table(shown), ""]
+    return lines
 
 
 def task_section(
@@ -366,6 +416,7 @@ def task_section(
                 "and are not shown.",
                 "",
             ]
+    lines += rankings(table, reference)
     figures = [
         figure_over_steps(task, "objective", "objective", curves, palette, directory),
         figure_variance(task, ok, palette, directory),
@@ -387,8 +438,7 @@ def write_report(root: Path, out: Path | None = None) -> Path:
     summaries = add_derived(runs.summaries)
     summaries.to_csv(directory / "summary.csv", index=False)
     palette = palette_for(summaries["label"].unique().tolist())
-    curves = runs.metrics.merge(summaries[["run", "label", "task", "status"]], on="run")
-    curves = curves[curves["status"].isin(["ok", "diverged"])]
+    curves = runs.metrics.merge(summaries[["run", "label", "task", "status", "steps"]], on="run")
     lines = [
         f"# Report: {root}",
         "",
