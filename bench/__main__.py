@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from bench.errors import ConfigError
 from bench.runner import describe, run
+from bench.sweep import finished_summary, launcher_threads
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -25,6 +26,12 @@ def main(config: DictConfig) -> None:
     hydra_config = HydraConfig.get()
     directory = Path(hydra_config.runtime.output_dir)
     multirun = hydra_config.mode == RunMode.MULTIRUN
+    done = None if config.force else finished_summary(directory)
+    if done is not None:  # resuming a sweep: this run already finished (force=true runs it again)
+        print(f"[done] {directory}: summary.json says ok; skipped (force=true re-runs it)", file=sys.stderr)
+        return
+    if config.threads is None and multirun:
+        config.threads = launcher_threads(hydra_config.launcher)
     try:
         summary = run(config, directory)
     except ConfigError as error:
