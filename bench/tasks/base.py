@@ -54,6 +54,14 @@ class Task(nn.Module):
         """The fixed data batch used by every probe of a run (``None`` for tasks without data)."""
         return None
 
+    def probe_batches(self, draws: int) -> list[Any] | None:
+        """One data batch per probe draw, or ``None`` (the default): every draw uses ``probe_batch()``.
+
+        A task without a reference gradient (a VQ-VAE) returns fresh batches here, so that the probe's
+        ``grad_variance`` measures the spread of the estimate across data batches, not only sampling noise.
+        """
+        return None
+
     def after_step(self, step: int, batch: Any) -> dict[str, float]:
         """Called after every optimizer step; metrics it returns are recorded every ``log_every`` steps."""
         return {}

@@ -1,0 +1,193 @@
+"""The VQ-VAE task (van den Oord, Vinyals & Kavukcuoglu 2017, "Neural Discrete Representation Learning").
+
+An MLP encoder maps an image x to P latent vectors z_e ∈ R^d; each is replaced by its nearest code
+z_q = e_k of a codebook of K codes (the ``codebook`` latent kind, ``estimators.codebook.Codebook``); an MLP
+decoder reads the P codes and returns Bernoulli logits for the pixels. The training loss per image is
+
+    −log p(x | z_q) + ‖sg[z_e] − e_k‖² + β ‖z_e − sg[e_k]‖²          (codebook_update: loss, β = 0.25)
+    −log p(x | z_q) + β ‖z_e − sg[e_k]‖²,  codebook by EMA            (codebook_update: ema)
+
+summed over the P latent vectors and averaged over the batch. The gradient estimator decides how the
+reconstruction term's gradient crosses the quantizer; the codebook and commitment terms are the task's
+``deterministic`` part (they use the nearest code, also for ``vq_stochastic``, whose sampled code only feeds
+the decoder). The EMA update (``estimators.codebook.EMACodebook``) runs in ``after_step`` on the encoder
+outputs of the step's batch after the optimizer step.
+
+There is no true gradient (``reference: none``): the probe draws each of its M estimates on a fresh training
+batch (``probe_batches``), so ``grad_variance`` is the spread of the estimate across data batches (plus the
+sampling noise of a stochastic quantizer), and the bias fields are NaN.
+
+Metrics. ``evaluate()`` (at every probe) on the held-out images: ``objective`` = reconstruction loss
+−log p(x | z_q) per image (nats; the headline ``final_loss``), ``quantization_error`` = mean ‖z_e − e_k‖² per
+latent vector, ``perplexity`` = exp(entropy of the code frequencies) (K when all codes are used equally),
+``codes_used`` = fraction of the K codes assigned to at least one held-out latent vector, and ``dead_codes``
+= number of codes assigned to no latent vector of the training images (at most ``usage_images`` of them).
+``after_step`` records the same quantities on each training batch as ``train_reconstruction``,
+``train_quantization_error``, ``train_perplexity`` and ``train_codes_used`` (every ``log_every`` steps).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bench.errors import ConfigError
+from bench.tasks.base import Task
+from bench.tasks.vae import load_digits_binarized, load_mnist_binarized
+from estimators.codebook import Codebook, EMACodebook, code_usage, vq_losses
+
+CODEBOOK_UPDATES = ("loss", "ema")
+
+
+def load_images(data: str, path: str | None) -> tuple[Tensor, Tensor]:
+    """Binarized (train, test) images of shape (N, pixels): the same data and split as the ``vae`` task."""
+    if data == "digits":
+        return load_digits_binarized()
+    if data == "mnist":
+        return load_mnist_binarized(path)
+    raise ConfigError(f"task.data must be digits (bundled) or mnist (local files), got {data!r}.")
+
+
+def mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, outputs))
+
+
+class VQVAE(Task):
+    latent = "codebook"
+    reference = "none"
+
+    def __init__(
+        self,
+        data: str = "digits",
+        path: str | None = None,
+        latents: int = 4,
+        dim: int = 8,
+        codes: int = 64,
+        hidden: int = 128,
+        batch_size: int = 64,
+        beta: float = 0.25,
+        codebook_update: str = "loss",
+        decay: float = 0.99,
+        epsilon: float = 1e-5,
+        usage_images: int = 10000,
+    ) -> None:
+        super().__init__()
+        for key, value in (("latents", latents), ("dim", dim), ("codes", codes), ("hidden", hidden)):
+            if int(value) != value or value < 1:
+                raise ConfigError(f"task.{key} must be an integer >= 1, got {key}={value}.")
+        if codes < 2:
+            raise ConfigError(
+                f"task.codes must be >= 2 (a codebook of one code carries no information), got {codes}."
+            )
+        if int(batch_size) != batch_size or batch_size < 2:
+            raise ConfigError(f"task.batch_size must be an integer >= 2, got batch_size={batch_size}.")
+        if not beta >= 0:
+            raise ConfigError(f"task.beta (commitment weight) must be >= 0, got beta={beta}.")
+        if codebook_update not in CODEBOOK_UPDATES:
+            raise ConfigError(
+                f"task.codebook_update={codebook_update!r} is not one of {', '.join(CODEBOOK_UPDATES)} "
+                "(loss: codebook loss |sg[z_e] - e|^2; ema: exponential moving averages, van den Oord et "
+                "al. 2017 A.1)."
+            )
+        if not 0 <= decay < 1:
+            raise ConfigError(f"task.decay (EMA decay) must be in [0, 1), got decay={decay}.")
+        if not epsilon > 0:
+            raise ConfigError(f"task.epsilon (EMA Laplace smoothing) must be > 0, got epsilon={epsilon}.")
+        train, test = load_images(data, path)
+        if train.shape[0] < batch_size:
+            raise ConfigError(f"task.batch_size={batch_size} exceeds the {train.shape[0]} training images.")
+        self.register_buffer("train_images", train, persistent=False)
+        self.register_buffer("test_images", test, persistent=False)
+        self.latents, self.dim, self.codes = int(latents), int(dim), int(codes)
+        self.batch_size, self.beta, self.usage_images = int(batch_size), float(beta), int(usage_images)
+        self.codebook_update = codebook_update
+        pixels = train.shape[1]
+        self.encoder = mlp(pixels, hidden, self.latents * self.dim)
+        self.decoder = mlp(self.latents * self.dim, hidden, pixels)
+        # Uniform(−1/K, 1/K), as in the reference VQ-VAE implementations (Sonnet's VectorQuantizer).
+        initial = torch.empty(self.codes, self.dim).uniform_(-1 / self.codes, 1 / self.codes)
+        if codebook_update == "ema":
+            self.ema = EMACodebook(self.codes, self.dim, decay, epsilon)
+            self.ema.reset(initial)
+        else:
+            self.embedding = nn.Parameter(initial)
+
+    # -- the model -----------------------------------------------------------------------------------------
+
+    @property
+    def codebook(self) -> Tensor:
+        return self.ema.codebook if self.codebook_update == "ema" else self.embedding
+
+    def encode(self, images: Tensor) -> Tensor:
+        """Encoder outputs z_e, shape (N, P, d)."""
+        return self.encoder(images).unflatten(-1, (self.latents, self.dim))
+
+    def reconstruction(self, z_q: Tensor, images: Tensor) -> Tensor:
+        """−log p(x | z_q) per image: Bernoulli likelihood summed over pixels, shape z_q.shape[:-2]."""
+        logits = self.decoder(z_q.flatten(-2))
+        targets = images.expand_as(logits)
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(-1)
+
+    # -- the task protocol -----------------------------------------------------------------------------------
+
+    def distribution(self, batch: Tensor) -> Codebook:
+        return Codebook(self.encode(batch), self.codebook)
+
+    def objective(self, batch: Tensor):
+        return lambda z_q: self.reconstruction(z_q, batch)
+
+    def deterministic(self, params: Codebook, batch: Tensor) -> Tensor:
+        codebook_loss, commitment_loss = vq_losses(params)
+        total = self.beta * commitment_loss.sum(-1).mean()
+        if self.codebook_update == "loss":
+            total = total + codebook_loss.sum(-1).mean()
+        return total
+
+    def train_batch(self, step: int) -> Tensor:
+        return self.train_images[torch.randint(self.train_images.shape[0], (self.batch_size,))]
+
+    def probe_batch(self) -> Tensor:
+        return self.train_images[: self.batch_size]
+
+    def probe_batches(self, draws: int) -> list[Tensor]:
+        """A fresh training batch per draw: with no true gradient, the spread across data is measured."""
+        return [self.train_batch(0) for _ in range(draws)]
+
+    def probed_parameters(self) -> dict[str, Tensor]:
+        return {f"encoder.{name}": parameter for name, parameter in self.encoder.named_parameters()}
+
+    @torch.no_grad()
+    def quantize(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(z_e, nearest-code index, z_q) for ``images`` at the current parameters."""
+        params = self.distribution(images)
+        index = params.nearest()
+        return params.z_e, index, self.codebook[index]
+
+    @torch.no_grad()
+    def statistics(self, images: Tensor) -> dict[str, float]:
+        z_e, index, z_q = self.quantize(images)
+        usage = code_usage(index, self.codes)
+        return {
+            "reconstruction": float(self.reconstruction(z_q, images).mean()),
+            "quantization_error": float(((z_e - z_q) ** 2).sum(-1).mean()),
+            "perplexity": usage["perplexity"],
+            "codes_used": usage["codes_used"],
+        }
+
+    @torch.no_grad()
+    def after_step(self, step: int, batch: Tensor) -> dict[str, float]:
+        if self.codebook_update == "ema":
+            z_e, index, _ = self.quantize(batch)
+            self.ema.update(z_e, index)
+        return {f"train_{name}": value for name, value in self.statistics(batch).items()}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        test = self.statistics(self.test_images)
+        _, train_index, _ = self.quantize(self.train_images[: self.usage_images])
+        return {
+            "objective": test.pop("reconstruction"),
+            **test,
+            "dead_codes": code_usage(train_index, self.codes)["unused_codes"],
+        }
