@@ -280,7 +280,14 @@ def test_vqvae_probe_batches_are_fresh_training_batches():
 
 @pytest.mark.parametrize(
     "setting",
-    ["task.codebook_update=adam", "task.codes=1", "task.decay=1.5", "task.beta=-1", "task.data=cifar"],
+    [
+        "task.codebook_update=adam",
+        "task.codes=1",
+        "task.decay=1.5",
+        "task.beta=-1",
+        "task.data=cifar",
+        "task.codebook_init=kmeans",
+    ],
 )
 def test_vqvae_bad_settings_are_config_errors(config_factory, tmp_path, setting):
     with pytest.raises(ConfigError):
@@ -320,3 +327,13 @@ def test_vqvae_reads_mnist_from_a_local_npz_and_explains_a_missing_file(tmp_path
     assert math.isfinite(task.evaluate()["objective"])
     with pytest.raises(ConfigError, match="mnist"):
         VQVAE(data="mnist", path=str(tmp_path / "missing.npz"))
+
+
+def test_vqvae_data_initialization_puts_every_code_on_an_encoder_output():
+    torch.manual_seed(0)
+    task = VQVAE(codebook_init="data", codes=16)
+    # The encoder has not moved since initialization, so each code is one of the training z_e exactly.
+    z_e = task.encode(task.train_images).reshape(-1, task.dim).detach()
+    distances = torch.cdist(task.codebook.detach(), z_e, compute_mode="donot_use_mm_for_euclid_dist")
+    distances = distances.min(-1).values
+    assert distances.max() < 1e-5 and len(task.codebook.unique(dim=0)) == 16

@@ -13,6 +13,9 @@ reconstruction term's gradient crosses the quantizer; the codebook and commitmen
 the decoder). The EMA update (``estimators.codebook.EMACodebook``) runs in ``after_step`` on the encoder
 outputs of the step's batch after the optimizer step.
 
+The codebook starts at U(−1/K, 1/K) (``codebook_init: uniform``, as in the reference implementations) or
+at the encoder outputs of random training images (``codebook_init: data``).
+
 There is no true gradient (``reference: none``): the probe draws each of its M estimates on a fresh training
 batch (``probe_batches``), so ``grad_variance`` is the spread of the estimate across data batches (plus the
 sampling noise of a stochastic quantizer), and the bias fields are NaN.
@@ -38,6 +41,7 @@ from bench.tasks.vae import load_digits_binarized, load_mnist_binarized
 from estimators.codebook import Codebook, EMACodebook, code_usage, vq_losses
 
 CODEBOOK_UPDATES = ("loss", "ema")
+CODEBOOK_INITS = ("uniform", "data")
 
 
 def load_images(data: str, path: str | None) -> tuple[Tensor, Tensor]:
@@ -70,6 +74,7 @@ class VQVAE(Task):
         codebook_update: str = "loss",
         decay: float = 0.99,
         epsilon: float = 1e-5,
+        codebook_init: str = "uniform",
         usage_images: int = 10000,
     ) -> None:
         super().__init__()
@@ -94,9 +99,19 @@ class VQVAE(Task):
             raise ConfigError(f"task.decay (EMA decay) must be in [0, 1), got decay={decay}.")
         if not epsilon > 0:
             raise ConfigError(f"task.epsilon (EMA Laplace smoothing) must be > 0, got epsilon={epsilon}.")
+        if codebook_init not in CODEBOOK_INITS:
+            raise ConfigError(
+                f"task.codebook_init={codebook_init!r} is not one of {', '.join(CODEBOOK_INITS)} (uniform: "
+                "U(-1/K, 1/K); data: encoder outputs of random training images at initialization)."
+            )
         train, test = load_images(data, path)
         if train.shape[0] < batch_size:
             raise ConfigError(f"task.batch_size={batch_size} exceeds the {train.shape[0]} training images.")
+        if codebook_init == "data" and train.shape[0] * latents < codes:
+            raise ConfigError(
+                f"task.codebook_init=data needs at least K={codes} encoder outputs, but the "
+                f"{train.shape[0]} training images give only {train.shape[0] * latents}."
+            )
         self.register_buffer("train_images", train, persistent=False)
         self.register_buffer("test_images", test, persistent=False)
         self.latents, self.dim, self.codes = int(latents), int(dim), int(codes)
@@ -105,8 +120,15 @@ class VQVAE(Task):
         pixels = train.shape[1]
         self.encoder = mlp(pixels, hidden, self.latents * self.dim)
         self.decoder = mlp(self.latents * self.dim, hidden, pixels)
-        # Uniform(−1/K, 1/K), as in the reference VQ-VAE implementations (Sonnet's VectorQuantizer).
-        initial = torch.empty(self.codes, self.dim).uniform_(-1 / self.codes, 1 / self.codes)
+        if codebook_init == "uniform":
+            # U(−1/K, 1/K), as in the reference VQ-VAE implementations (Sonnet's VectorQuantizer).
+            initial = torch.empty(self.codes, self.dim).uniform_(-1 / self.codes, 1 / self.codes)
+        else:
+            # K encoder outputs of random training images: every code starts where some z_e is.
+            with torch.no_grad():
+                candidates = self.encode(train[torch.randperm(train.shape[0])[: self.codes]])
+            candidates = candidates.reshape(-1, self.dim)
+            initial = candidates[torch.randperm(candidates.shape[0])[: self.codes]].clone()
         if codebook_update == "ema":
             self.ema = EMACodebook(self.codes, self.dim, decay, epsilon)
             self.ema.reset(initial)
