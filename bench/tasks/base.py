@@ -15,6 +15,15 @@ For measurement: ``probed_parameters()`` are the parameters whose gradient estim
 default those of the distribution), ``reference_gradient(batch)`` the true gradient of ``loss`` with respect
 to them (or ``None``), ``reference`` says where it comes from (``analytic``, ``exact`` or ``none``), and
 ``evaluate()`` returns the task's metrics, among them ``objective``, the headline number (``final_loss``).
+
+Class attributes: ``latent`` is one of ``estimators.base.LATENT_KINDS`` (what ``distribution`` returns, and so
+which estimators fit; a Bernoulli is ``categorical`` with two classes) and ``reference`` one of ``analytic``,
+``exact``, ``none``. Optional hooks, all with defaults below: ``train_batch``, ``probe_batch``,
+``probe_batches``, ``after_step``. Required: ``distribution`` and ``objective`` (or ``loss``),
+``probed_parameters``, ``evaluate``, and ``reference_gradient`` unless ``reference`` is ``none``.
+
+A task of your own, outside this package, runs with ``task=custom task.factory=MODULE:FUNCTION``
+(``bench.tasks.custom``, README "Bring your own task"), checked first by ``bench.tasks.custom.check_task``.
 """
 
 from __future__ import annotations
