@@ -198,7 +198,7 @@ def test_integration_reproduces_the_closed_forms():
 
 
 # M = 400,000 probe draws: from the integrated Var X, the relative standard error of the variance estimate is
-# 0.7% (reparam), 0.7% (measure_valued) and 2.3% (score_function, whose ĝ has moments up to ε¹⁶), so the 10%
+# 0.45% (reparam), 0.45% (measure_valued) and 2.3% (score_function, whose ĝ has moments up to ε¹⁶), so the 10%
 # tolerance is at least 4 standard errors for all three; the test asserts that too.
 PROBE_DRAWS = 400_000
 
