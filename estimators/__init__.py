@@ -4,21 +4,40 @@ Every estimator is called as ``surrogate = estimator(params, f, samples)``; see 
 """
 
 from estimators.base import Estimator, EstimatorError, Gaussian
+from estimators.codebook import Codebook, EMACodebook
+from estimators.disarm import DisARM
 from estimators.exact import Exact
 from estimators.gumbel import Gumbel
+from estimators.gumbel_rao import GumbelRao
 from estimators.gumbel_st import GumbelST
+from estimators.measure_valued import MeasureValued
+from estimators.reinmax import ReinMax
 from estimators.reparam import Reparam
+from estimators.schedule import TemperatureSchedule
 from estimators.score_function import ScoreFunction
 from estimators.st import StraightThrough
+from estimators.vq_rotation import VQRotation
+from estimators.vq_st import VQStraightThrough
+from estimators.vq_stochastic import StochasticVQ
 
 __all__ = [
+    "Codebook",
+    "DisARM",
+    "EMACodebook",
     "Estimator",
     "EstimatorError",
     "Exact",
     "Gaussian",
     "Gumbel",
+    "GumbelRao",
     "GumbelST",
+    "MeasureValued",
+    "ReinMax",
     "Reparam",
     "ScoreFunction",
+    "StochasticVQ",
     "StraightThrough",
+    "TemperatureSchedule",
+    "VQRotation",
+    "VQStraightThrough",
 ]

@@ -36,7 +36,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-LATENT_KINDS = ("categorical", "gaussian", "codebook")
+# "none": nothing is sampled (the embedding task); only the `none` estimator fits it.
+LATENT_KINDS = ("categorical", "gaussian", "codebook", "none")
 
 Objective = Callable[[Tensor], Tensor]
 
@@ -84,8 +85,12 @@ class Estimator(nn.Module):
                 f"got samples={samples}."
             )
 
-    def on_step(self, step: int) -> None:
-        """Called by a training loop before training step ``step`` (1-based); e.g. a temperature schedule."""
+    def on_step(self, step: int) -> dict[str, float]:
+        """Called by a training loop before training step ``step`` (1-based); e.g. a temperature schedule.
+
+        Returns metrics worth recording at this step (e.g. ``{"tau": 0.8}`` when the temperature changed).
+        """
+        return {}
 
     def forward(self, params, f: Objective, samples: int = 1) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

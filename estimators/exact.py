@@ -2,7 +2,8 @@
 
 ``f`` couples the trailing latent dimensions it reduces over (for a VAE, the L variables of one data
 point): with C classes and m coupled variables that is C^m outcomes per leading index, each evaluated
-once. Its gradient is exact, so it is the reference for bias; ``samples`` is ignored.
+once. Its gradient is exact, so it is the reference for bias; ``samples`` is ignored. The codes reach f as
+a broadcast view (stride 0 along the leading dimensions): f may reshape them but not modify them in place.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from estimators.base import Estimator, EstimatorError, Objective, one_hot_like, sample_categorical
+from estimators.base import Estimator, EstimatorError, Objective, sample_categorical
 
 MAX_OUTCOMES = 65536
 
@@ -38,7 +39,7 @@ class Exact(Estimator):
         # One throw-away evaluation tells how many trailing latent dimensions f couples.
         with torch.no_grad():
             kept = f(sample_categorical(logits, 1)).dim() - 1
-        leading, coupled, classes = logits.shape[:kept], logits.shape[kept:-1], logits.shape[-1]
+        coupled, classes = logits.shape[kept:-1], logits.shape[-1]
         variables = math.prod(coupled)
         if classes**variables > self.max_outcomes:
             raise EstimatorError(
@@ -46,8 +47,19 @@ class Exact(Estimator):
                 f"data point, more than max_outcomes={self.max_outcomes}; use a sampling estimator."
             )
         index = all_outcomes(classes, variables, logits.device).reshape(-1, *[1] * kept, *coupled)
-        index = index.expand(-1, *leading, *coupled)
-        z = one_hot_like(index, logits.expand(index.shape[0], *logits.shape))
-        log_prob = (z * torch.log_softmax(logits, -1)).sum(-1)
-        log_prob = log_prob.flatten(start_dim=1 + kept).sum(-1) if coupled else log_prob
+        # The same codes serve every leading index: z is a broadcast view (stride 0 along the leading
+        # dimensions), which saves memory and lets an f whose expensive part does not depend on the leading
+        # index (a VAE decoder) compute it once per code.
+        codes = torch.zeros(*index.shape, classes, dtype=logits.dtype, device=logits.device)
+        z = codes.scatter(-1, index.unsqueeze(-1), 1.0).expand(index.shape[0], *logits.shape)
+        # log p(z) of every code: pick each variable's log-probability of the code's class (column v·C + class
+        # of the flattened logits) and sum over the variables; far cheaper than multiplying by z.
+        outcomes = index.shape[0]
+        columns = (
+            torch.arange(variables, device=logits.device) * classes + index.reshape(outcomes, -1)
+        ).reshape(-1)
+        log_probs = torch.log_softmax(logits, -1).flatten(start_dim=kept)
+        log_prob = (
+            log_probs.index_select(-1, columns).unflatten(-1, (outcomes, variables)).sum(-1).movedim(-1, 0)
+        )
         return (log_prob.exp() * f(z)).sum(0)

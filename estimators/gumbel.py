@@ -5,13 +5,15 @@
 The forward pass evaluates f on the relaxed sample y (not a one-hot vector), so the estimate is the exact
 gradient of a *different*, relaxed objective: biased for the discrete one, with the bias vanishing and
 the variance growing as τ → 0.
+τ can be annealed during training (``tau_min``, ``anneal_rate``, ``anneal_every``; ``estimators.schedule``).
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from estimators.base import Estimator, Objective, check_temperature, expand_samples, gumbel_noise
+from estimators.base import Objective, expand_samples, gumbel_noise
+from estimators.schedule import TemperatureEstimator
 
 
 def relaxed_sample(logits: Tensor, samples: int, tau: float) -> Tensor:
@@ -20,15 +22,11 @@ def relaxed_sample(logits: Tensor, samples: int, tau: float) -> Tensor:
     return ((expanded + gumbel_noise(expanded.shape, logits)) / tau).softmax(-1)
 
 
-class Gumbel(Estimator):
+class Gumbel(TemperatureEstimator):
     """Relaxed Gumbel-Softmax: surrogate f(softmax((logits + g)/τ)); biased."""
 
     latents = ("categorical",)
     unbiased = False
-
-    def __init__(self, tau: float = 1.0) -> None:
-        super().__init__()
-        self.tau = check_temperature(tau)
 
     def forward(self, logits: Tensor, f: Objective, samples: int = 1) -> Tensor:
         self.check_samples(samples)

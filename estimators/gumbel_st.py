@@ -2,25 +2,23 @@
 
 Forward: the one-hot vector D = one_hot(argmax(logits + g)), an exact sample of Cat(softmax(logits)).
 Backward: through the relaxed y = softmax((logits + g)/τ), i.e. z = D + y − sg[y]. Biased.
+τ can be annealed during training (``tau_min``, ``anneal_rate``, ``anneal_every``; ``estimators.schedule``).
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from estimators.base import Estimator, Objective, check_temperature, one_hot_like
+from estimators.base import Objective, one_hot_like
 from estimators.gumbel import relaxed_sample
+from estimators.schedule import TemperatureEstimator
 
 
-class GumbelST(Estimator):
+class GumbelST(TemperatureEstimator):
     """Straight-through Gumbel-Softmax: f(one_hot(argmax(y))) forward, gradient through y; biased."""
 
     latents = ("categorical",)
     unbiased = False
-
-    def __init__(self, tau: float = 1.0) -> None:
-        super().__init__()
-        self.tau = check_temperature(tau)
 
     def forward(self, logits: Tensor, f: Objective, samples: int = 1) -> Tensor:
         self.check_samples(samples)
