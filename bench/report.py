@@ -48,6 +48,8 @@ METRIC_NOTES = {
     "step_time_ms": "median wall time of one training step (probes excluded)",
     "estimate_time_ms": "wall time of one gradient estimate in a probe",
     "work_variance": "grad_variance × estimate_time_ms: variance at equal compute (lower is better)",
+    "optimizer_time_ms": "median wall time of the optimizer's step alone (part of step_time_ms)",
+    "time to target": "training time (step × median step time) until the objective first reaches the target",
 }
 
 
@@ -451,8 +453,115 @@ def rankings(table: pd.DataFrame, reference: str) -> list[str]:
     return lines
 
 
+def training_time(rows: pd.DataFrame) -> pd.Series:
+    """Seconds of training at each row's step: step × the run's median step time (probes excluded).
+
+    metrics.csv holds no wall times (it is reproducible from the seed); summary.json's ``step_time_ms``
+    turns steps into time.
+    """
+    return rows["step"] * pd.to_numeric(rows["step_time_ms"], errors="coerce") / 1000
+
+
+def figure_by_training_time(
+    task: str, metric: str, ylabel: str, curves: pd.DataFrame, palette: dict, directory: Path
+) -> str | None:
+    """``metric`` against training time: per configuration, each seed's curve interpolated onto a common
+    time grid (log scale: configurations can differ in speed by orders of magnitude), mean and 95% CI band."""
+    data = curves[(curves["metric"] == metric) & (curves["status"] == "ok")].copy()
+    data["time"] = training_time(data)
+    data = data[data["time"].notna()]
+    if data.empty or data["step"].nunique() < 2:
+        return None
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    seeds = []
+    for label, group in sorted(data.groupby("label"), key=lambda item: item[0]):
+        runs = [run.sort_values("time") for _, run in group.groupby("run")]
+        start = max(run.loc[run["time"] > 0, "time"].min() for run in runs)
+        end = min(run["time"].max() for run in runs)
+        if not (math.isfinite(start) and end > start):
+            continue
+        grid = np.geomspace(start, end, 60)
+        values = np.array([np.interp(grid, run["time"], run["value"]) for run in runs])
+        mean = values.mean(0)
+        half = (
+            stats.t.ppf(0.975, len(runs) - 1) * values.std(0, ddof=1) / math.sqrt(len(runs))
+            if len(runs) > 1
+            else np.zeros_like(mean)
+        )
+        axis.plot(grid, mean, color=palette[label], label=label)
+        axis.fill_between(grid, mean - half, mean + half, color=palette[label], alpha=0.25, lw=0)
+        seeds.append(len(runs))
+    if not seeds:
+        plt.close(figure)
+        return None
+    axis.set_xscale("log")
+    axis.set(
+        xlabel="training time, s (log scale) = step × median step time, probes excluded",
+        ylabel=ylabel,
+        title=f"{task}: {ylabel} by training time\n(mean, 95% CI band over {min(seeds)}–{max(seeds)} seeds)",
+    )
+    axis.grid(which="both", alpha=0.3)
+    axis.legend(fontsize=8)
+    return save(figure, directory, f"{task}_{metric}_by_time")
+
+
+def time_to_target(
+    task: str, ok: pd.DataFrame, curves: pd.DataFrame, target: float | None = None
+) -> list[str]:
+    """A table: for each configuration, how many seeds reach ``objective ≤ target`` and after how many
+    steps and seconds of training (mean ± 95% CI over the seeds that reach it).
+
+    The default target is the largest mean final objective among the configurations, a level every
+    configuration reaches on average by the end. Resolution: the objective is measured at probe steps.
+    """
+    objective = curves[(curves["metric"] == "objective") & (curves["status"] == "ok")]
+    if objective.empty or objective["step"].nunique() < 2 or ok.empty:
+        return []
+    how = "given on the command line"
+    if target is None:
+        target = float(ok.groupby("label")["final_loss"].mean().max())
+        how = "the worst configuration's mean final objective, so each configuration reaches it on average"
+    rows = []
+    for label, group in objective.groupby("label"):
+        steps, seconds, total = [], [], 0
+        for _, run in group.groupby("run"):
+            total += 1
+            hit = run[run["value"] <= target].sort_values("step")
+            if not hit.empty:
+                steps.append(float(hit["step"].iloc[0]))
+                seconds.append(float(training_time(hit.iloc[:1]).iloc[0]))
+        runs = ok[ok["label"] == label]
+        step_mean, step_half, _ = mean_ci(pd.Series(steps, dtype=float))
+        time_mean, time_half, _ = mean_ci(pd.Series(seconds, dtype=float))
+        rows.append(
+            {
+                "configuration": label,
+                "reached": f"{len(steps)}/{total}",
+                "steps to target": format_ci(step_mean, step_half),
+                "training time to target (s)": format_ci(time_mean, time_half),
+                "step_time_ms": format_ci(*mean_ci(runs["step_time_ms"])[:2]),
+                "optimizer_time_ms": format_ci(*mean_ci(runs.get("optimizer_time_ms", pd.Series()))[:2]),
+                "_sort": time_mean if math.isfinite(time_mean) else math.inf,
+            }
+        )
+    table = pd.DataFrame(rows).sort_values("_sort").drop(columns="_sort")
+    return [
+        f"Time to target: objective ≤ **{target:.4g}** ({how}); first probe step at which a run's objective "
+        "is at or below it, and that step × the run's median step time (mean ± 95% CI over the seeds that "
+        "reach it):",
+        "",
+        markdown_table(table),
+        "",
+    ]
+
+
 def task_section(
-    task: str, summaries: pd.DataFrame, curves: pd.DataFrame, palette: dict, directory: Path
+    task: str,
+    summaries: pd.DataFrame,
+    curves: pd.DataFrame,
+    palette: dict,
+    directory: Path,
+    target: float | None = None,
 ) -> list[str]:
     runs = summaries[summaries["task"] == task]
     ok = runs[runs["status"] == "ok"]
@@ -486,20 +595,32 @@ def task_section(
                 "",
             ]
     lines += rankings(table, reference)
+    lines += time_to_target(task, ok, curves, target)
     lines += codebook_section(task, curves, palette, directory)
     figures = [
         figure_over_steps(task, "objective", "objective", curves, palette, directory),
+        figure_by_training_time(task, "objective", "objective", curves, palette, directory),
         figure_variance(task, ok, palette, directory),
         figure_bias_variance(task, ok, palette, directory) if reference != "none" else None,
         figure_over_steps(task, "grad_variance", "gradient variance", curves, palette, directory, log=True),
         figure_over_steps(task, "train_loss", "training loss", curves, palette, directory),
+        # Optimizers on sparse gradients (the embedding task): accuracy, and how far the rows outside the
+        # batch moved (0 for lazy optimizers). None where a task does not record them.
+        figure_over_steps(task, "test_accuracy", "test accuracy", curves, palette, directory),
+        figure_over_steps(
+            task, "untouched_row_shift", "mean move of rows outside the batch", curves, palette, directory
+        ),
     ]
     lines += [f"![{name}]({name})" for name in figures if name] + [""]
     return lines
 
 
-def write_report(root: Path, out: Path | None = None) -> Path:
-    """Read every run below ``root`` and write the report; returns the report folder."""
+def write_report(root: Path, out: Path | None = None, targets: dict[str, float] | None = None) -> Path:
+    """Read every run below ``root`` and write the report; returns the report folder.
+
+    ``targets`` maps a task to the objective level of its time-to-target table (default: see
+    ``time_to_target``).
+    """
     runs = load_runs(root)
     if runs.summaries.empty:
         raise FileNotFoundError(f"no run summaries (summary.json) found below {root}")
@@ -508,7 +629,9 @@ def write_report(root: Path, out: Path | None = None) -> Path:
     summaries = add_derived(runs.summaries)
     summaries.to_csv(directory / "summary.csv", index=False)
     palette = palette_for(summaries["label"].unique().tolist())
-    curves = runs.metrics.merge(summaries[["run", "label", "task", "status", "steps"]], on="run")
+    curves = runs.metrics.merge(
+        summaries[["run", "label", "task", "status", "steps", "step_time_ms"]], on="run"
+    )
     lines = [
         f"# Report: {root}",
         "",
@@ -519,7 +642,8 @@ def write_report(root: Path, out: Path | None = None) -> Path:
     if runs.skipped_files:
         lines += ["Skipped unreadable files: " + ", ".join(f"`{path}`" for path in runs.skipped_files), ""]
     for task in sorted(summaries["task"].unique()):
-        lines += task_section(task, summaries, curves[curves["task"] == task], palette, directory)
+        target = (targets or {}).get(task)
+        lines += task_section(task, summaries, curves[curves["task"] == task], palette, directory, target)
     lines += ["## Metrics", ""] + [f"- `{name}`: {note}" for name, note in METRIC_NOTES.items()] + [""]
     (directory / "report.md").write_text("\n".join(lines))
     return directory
@@ -531,14 +655,33 @@ def main(argv: list[str] | None = None) -> int:
         "root", type=Path, nargs="?", default=Path("results"), help="folder holding runs (default: results)"
     )
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: ROOT/report)")
+    parser.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="TASK=VALUE",
+        help="objective level of TASK's time-to-target table (repeatable; default: the worst configuration's "
+        "mean final objective)",
+    )
     arguments = parser.parse_args(argv)
+    targets = {}
+    for item in arguments.target:
+        task, _, value = item.partition("=")
+        try:
+            targets[task] = float(value)
+        except ValueError:
+            print(
+                f"error: --target {item!r}: expected TASK=NUMBER, e.g. --target embedding=0.7",
+                file=sys.stderr,
+            )
+            return 2
     if not arguments.root.is_dir():
         print(
             f"error: {arguments.root} is not a folder; give the folder that holds your runs.", file=sys.stderr
         )
         return 2
     try:
-        directory = write_report(arguments.root, arguments.out)
+        directory = write_report(arguments.root, arguments.out, targets)
     except FileNotFoundError as error:
         print(f"error: {error}. Run `python -m bench ...` first.", file=sys.stderr)
         return 2
