@@ -56,8 +56,7 @@ EVAL_SEED = 12345  # Monte Carlo evaluation (C^L > 4096) draws from its own fixe
 CHUNK = 512  # data points per chunk in evaluate()
 
 MNIST_HELP = (
-    "Download the four MNIST files train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-    "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (only the two image files are read; e.g. from "
+    "Download the MNIST image files train-images-idx3-ubyte.gz and t10k-images-idx3-ubyte.gz (e.g. from "
     "https://ossci-datasets.s3.amazonaws.com/mnist/) into one directory and pass it as task.path=DIR, or "
     "pass a Keras-style mnist.npz (arrays x_train and x_test; "
     "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz) as task.path=FILE."
