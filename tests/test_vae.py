@@ -235,3 +235,22 @@ def test_a_short_run_writes_the_contract(config_factory, tmp_path):
     assert summary["status"] == "ok" and summary["reference"] == "exact"
     assert math.isfinite(summary["final_loss"]) and math.isfinite(summary["grad_bias"])
     assert (tmp_path / "metrics.csv").read_text().count(",objective,") == 3  # steps 0, 10, 20
+
+
+def test_report_has_the_elbo_section(config_factory, tmp_path):
+    from bench.report import write_report
+
+    for estimator in ("reinmax", "rloo"):
+        config = config_factory(
+            f"estimator={estimator}",
+            "samples=2",
+            "steps=20",
+            "probe.every=10",
+            "probe.draws=8",
+            "task.hidden=16",
+        )
+        assert run(config, tmp_path / estimator)["status"] == "ok"
+    report = (write_report(tmp_path) / "report.md").read_text()
+    assert "![vae_elbo.png](vae_elbo.png)" in report and (tmp_path / "report" / "vae_elbo.png").is_file()
+    section = report[report.index("Held-out ELBO") :]
+    assert "| reinmax | 1 |" in section and "| rloo | 1 |" in section and "test −log p(x)" in section
