@@ -606,16 +606,18 @@ def time_to_target(
     """A table: for each configuration, how many seeds reach ``objective ≤ target`` and after how many
     steps and seconds of training (mean ± 95% CI over the seeds that reach it).
 
-    The default target is the largest mean final objective among the configurations, a level every
-    configuration reaches on average by the end. Resolution: the objective is measured at probe steps.
+    The default target is the best level that every configuration's mean curve (over seeds) reaches: the
+    largest, over configurations, of the lowest point of the mean curve. (Not the final values: a held-out
+    objective can rise again when a model overfits.) Resolution: the objective is measured at probe steps.
     """
     objective = curves[(curves["metric"] == "objective") & (curves["status"] == "ok")]
     if objective.empty or objective["step"].nunique() < 2 or ok.empty:
         return []
     how = "given on the command line"
     if target is None:
-        target = float(ok.groupby("label")["final_loss"].mean().max())
-        how = "the worst configuration's mean final objective, so each configuration reaches it on average"
+        mean_curves = objective.groupby(["label", "step"])["value"].mean()
+        target = float(mean_curves.groupby("label").min().max())
+        how = "the best level every configuration's mean curve reaches"
     rows = []
     for label, group in objective.groupby("label"):
         steps, seconds, total = [], [], 0
@@ -756,8 +758,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="TASK=VALUE",
-        help="objective level of TASK's time-to-target table (repeatable; default: the worst configuration's "
-        "mean final objective)",
+        help="objective level of TASK's time-to-target table (repeatable; default: the best level that every "
+        "configuration's mean curve reaches)",
     )
     arguments = parser.parse_args(argv)
     targets = {}
