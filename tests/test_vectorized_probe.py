@@ -245,7 +245,11 @@ class OwnLoss(Toy):
 
 def test_auto_vectorizes_toy_and_false_uses_the_loop() -> None:
     torch.manual_seed(0)
-    assert probe(Toy(), Gumbel(), 1, 32, "auto")["probe_vectorized"] == 1.0
+    stats = probe(Toy(), Gumbel(), 1, 32, "auto")
+    assert stats["probe_vectorized"] == 1.0
+    # estimate_time_ms is one estimate timed on its own, not the amortized vectorized cost; no speed is
+    # asserted here (python -m bench.perf measures speed), only that both times are recorded.
+    assert stats["estimate_time_ms"] > 0 and stats["probe_time_ms"] > 0
     assert probe(Toy(), Gumbel(), 1, 32, False)["probe_vectorized"] == 0.0
     assert probe(GaussianTask(), Reparam(), 1, 32, True)["probe_vectorized"] == 1.0
 
