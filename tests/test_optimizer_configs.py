@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from bench.errors import ConfigError
@@ -13,9 +14,8 @@ from bench.runner import build
 from optim.lazy import LazyAdam
 from optim.lookahead import Lookahead
 
-CONFIGS = sorted(
-    path.stem for path in (Path(__file__).resolve().parent.parent / "conf" / "optimizer").glob("*.yaml")
-)
+CONF = Path(__file__).resolve().parent.parent / "conf"
+CONFIGS = sorted(path.stem for path in (CONF / "optimizer").glob("*.yaml"))
 EXPECTED = {
     "adam": torch.optim.Adam,
     "adamw": torch.optim.AdamW,
@@ -77,3 +77,22 @@ def test_bad_optimizer_settings_are_config_errors(config_factory, overrides, mes
     config = config_factory(*overrides)
     with pytest.raises(ConfigError, match=message):
         build(config.optimizer, params=[nn.Parameter(torch.zeros(2))])
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lazy_adam", "sparse_adam", "lookahead"])
+def test_the_embedding_experiment_gives_each_optimizer_the_gradients_it_takes(config_factory, optimizer):
+    config = config_factory("+experiment=optimizers_embedding", f"optimizer={optimizer}")
+    assert config.task.name == "embedding" and config.estimator.name == "none"
+    assert config.task.sparse == (optimizer in ("lazy_adam", "sparse_adam"))
+    sweep = OmegaConf.load(CONF / "experiment" / "optimizers_embedding.yaml").hydra.sweeper.params
+    assert (sweep.optimizer, sweep.seed) == ("adam,lazy_adam,sparse_adam,lookahead", "0,1,2")
+
+
+def test_the_vae_experiment_compares_adam_and_lookahead(config_factory):
+    config = config_factory("+experiment=optimizers_vae", "optimizer=lookahead")
+    assert (config.task.name, config.estimator.name, config.optimizer.name) == (
+        "vae",
+        "gumbel",
+        "lookahead_adam",
+    )
+    assert config.probe.every % config.optimizer.k == 0  # evaluations fall right after a slow update
