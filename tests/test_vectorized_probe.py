@@ -28,6 +28,7 @@ from bench.errors import ConfigError
 from bench.probe import (
     draw_gradients,
     draw_gradients_vectorized,
+    gradient_statistics,
     probe,
     vectorization_blocker,
     vectorize_mode,
@@ -307,3 +308,29 @@ def test_runner_threads_probe_vectorize_through(config_factory, tmp_path) -> Non
     assert summary["status"] == "ok" and summary["probe_vectorized"] == 0.0
     with pytest.raises(ConfigError, match="probe.vectorize must be auto"):
         run(config_factory("task=toy", "steps=5", "probe.vectorize=maybe"), tmp_path / "bad")
+
+
+def test_gradient_statistics_equal_the_design_formulas() -> None:
+    """The one-pass implementation against a literal transcription of DESIGN.md "Metrics" (float64)."""
+    generator = torch.Generator().manual_seed(5)
+    gradients = torch.randn(300, 7, generator=generator) * 0.3 + torch.linspace(-1, 1, 7)
+    reference = torch.linspace(-1, 1, 7) + 0.05
+    stats = gradient_statistics(gradients, reference)
+    g, r = gradients.double(), reference.double()
+    draws, mean = g.shape[0], g.double().mean(0)
+    variance = float(((g - mean) ** 2).sum() / (draws - 1))
+    expected = {
+        "grad_variance": variance,
+        "grad_bias": float((mean - r).norm()),
+        "grad_bias_se": math.sqrt(variance / draws),
+        "grad_bias_sq": float((mean - r) @ (mean - r)) - variance / draws,
+        "grad_mse": float(((g - r) ** 2).sum(1).mean()),
+        "grad_cos": float(mean @ r / (mean.norm() * r.norm())),
+        "grad_snr": float(mean @ mean) / variance,
+    }
+    for name, value in expected.items():
+        assert stats[name] == pytest.approx(value, rel=1e-10), name
+    assert gradients.dtype == torch.float32  # the input is not modified in place
+    no_reference = gradient_statistics(gradients, None)
+    assert math.isnan(no_reference["grad_bias"]) and math.isnan(no_reference["grad_mse"])
+    assert gradient_statistics(torch.ones(4, 3, dtype=torch.float64), None)["grad_snr"] == math.inf
