@@ -12,17 +12,24 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bench.errors import ConfigError
+from bench.preflight import preflight
 from bench.runner import describe, run
 from bench.sweep import finished_summary, launcher_threads
 
+STARTED = False  # set when Hydra hands a configuration to main(): a run (of the sweep) has started
+
 
 def fail(message: str, code: int = 2) -> None:
-    print("\n" + textwrap.fill(f"error: {message}", width=100), file=sys.stderr)
+    # Never break inside a word or at a hyphen: paths and overrides in the message must stay copyable.
+    text = textwrap.fill(f"error: {message}", width=100, break_long_words=False, break_on_hyphens=False)
+    print("\n" + text, file=sys.stderr)
     sys.exit(code)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(config: DictConfig) -> None:
+    global STARTED
+    STARTED = True
     hydra_config = HydraConfig.get()
     directory = Path(hydra_config.runtime.output_dir)
     multirun = hydra_config.mode == RunMode.MULTIRUN
@@ -41,10 +48,30 @@ def main(config: DictConfig) -> None:
         fail(str(error))
     except KeyboardInterrupt:
         fail(f"interrupted; the run was recorded as failed in {directory}", code=130)
+    except OSError as error:  # the results folder became unwritable (full disk, removed, permissions)
+        fail(f"cannot write the results into {directory}: {error}")
     print(describe(summary, directory), file=sys.stderr if multirun else sys.stdout)
     if summary["status"] == "failed" and not multirun:
         fail(f"the run failed: {summary['error']} (traceback in {directory / 'error.log'})", code=1)
 
 
+def entry(arguments: list[str]) -> None:
+    """Check the command line (bench.preflight), then let Hydra run; every refusal exits 2."""
+    try:
+        preflight(arguments)
+    except ConfigError as error:
+        fail(str(error))
+    try:
+        main()
+    except SystemExit as stop:
+        # Hydra exits 1 (its message printed above) when it refuses the configuration before any run
+        # started, e.g. a key that does not exist (estimator.tauu=1): bad input, so exit 2.
+        if stop.code == 1 and not STARTED:
+            sys.exit(2)
+        raise
+    except KeyboardInterrupt:  # outside a run (composing the config, between runs): no run was cut short
+        fail("interrupted" + ("" if STARTED else " before the run started; nothing was written"), code=130)
+
+
 if __name__ == "__main__":
-    main()
+    entry(sys.argv[1:])
