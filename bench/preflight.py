@@ -10,6 +10,7 @@ fit of an estimator to a task, data files) is checked when the run is built (``b
 
 from __future__ import annotations
 
+import difflib
 import os
 import tempfile
 from pathlib import Path
@@ -87,9 +88,11 @@ def check_names(overrides: list[Override], multirun: bool) -> None:
         if unknown:
             listed = ", ".join(available) or f"none yet (add YAML files to conf/{group}/)"
             plural = "s" if len(unknown) > 1 else ""
+            close = [match for name in unknown for match in difflib.get_close_matches(name, available, 1)]
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
             raise ConfigError(
                 f"unknown {group}{plural} {', '.join(repr(name) for name in unknown)} in "
-                f"'{override.input_line}'. Available {group} options: {listed}."
+                f"'{override.input_line}'{hint}. Available {group} options: {listed}."
             )
 
 

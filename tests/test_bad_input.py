@@ -122,6 +122,7 @@ def test_bad_values_fail_the_run_with_a_named_message(tmp_path, overrides, expec
         (["-m", "task=toy,gauss,vay"], "unknown tasks 'gauss', 'vay' in 'task=toy,gauss,vay'"),
         (["task=toy,gaussian"], "'task=toy,gaussian' lists several values, which makes a sweep: add -m"),
         (["task=toy,"], "cannot read the command-line override 'task=toy,'"),
+        (["estimator=gumble"], "unknown estimator 'gumble' in 'estimator=gumble' (did you mean gumbel?)."),
         (["steps"], "cannot read the command-line override 'steps'"),
     ],
 )
