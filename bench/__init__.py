@@ -1,1 +1,1 @@
-"""The benchmark harness: Hydra CLI (``python -m bench``), runner, tasks, probes, reports, speed benchmarks."""
+"""The benchmark harness: the Hydra CLI (``python -m bench``), runner, tasks, probes, reports, perf."""

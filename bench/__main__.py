@@ -33,9 +33,12 @@ def main(config: DictConfig) -> None:
     hydra_config = HydraConfig.get()
     directory = Path(hydra_config.runtime.output_dir)
     multirun = hydra_config.mode == RunMode.MULTIRUN
-    done = None if config.force else finished_summary(directory)
+    done = None if config.force else finished_summary(directory, config)
     if done is not None:  # resuming a sweep: this run already finished (force=true runs it again)
-        print(f"[done] {directory}: summary.json says ok; skipped (force=true re-runs it)", file=sys.stderr)
+        print(
+            f"[done] {directory}: it holds an ok run of this config; skipped (force=true re-runs it)",
+            file=sys.stderr,
+        )
         return
     if config.threads is None and multirun:
         config.threads = launcher_threads(hydra_config.launcher)

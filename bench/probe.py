@@ -34,7 +34,15 @@ from bench.errors import ConfigError
 from bench.tasks.base import Task
 from estimators.base import Estimator
 
-PROBE_FIELDS = ("grad_variance", "grad_bias", "grad_bias_se", "grad_bias_sq", "grad_mse", "grad_cos", "grad_snr")
+PROBE_FIELDS = (
+    "grad_variance",
+    "grad_bias",
+    "grad_bias_se",
+    "grad_bias_sq",
+    "grad_mse",
+    "grad_cos",
+    "grad_snr",
+)
 
 
 def flatten(tensors: list[Tensor]) -> Tensor:
@@ -58,7 +66,9 @@ def draw_gradients(
         rows = []
         for draw in range(draws):
             loss = task.loss(estimator, samples, batch if batches is None else batches[draw])
-            rows.append(flatten(torch.autograd.grad(loss, parameters, allow_unused=True, materialize_grads=True)))
+            rows.append(
+                flatten(torch.autograd.grad(loss, parameters, allow_unused=True, materialize_grads=True))
+            )
     finally:
         estimator.train(was_training)
     return torch.stack(rows)

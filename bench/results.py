@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader (or a SIGKILL) sees the old file or the new one, never half."""
+    """Write ``text`` to ``path`` atomically: a reader (or a SIGKILL) sees the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -47,7 +47,7 @@ def write_summary(path: Path, summary: dict[str, Any]) -> None:
 
 
 def write_metrics(path: Path, rows: list[tuple[int, str, float]]) -> None:
-    """``metrics.csv`` in long form: one ``step,metric,value`` row per measurement (NaN written as ``nan``)."""
+    """``metrics.csv`` in long form: one ``step,metric,value`` row per measurement (NaN as ``nan``)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["step", "metric", "value"])

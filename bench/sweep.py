@@ -6,25 +6,40 @@ SLURM cluster (``submitit_local`` runs the same path on one machine).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+# Settings that change how a run is shown or scheduled, not what it computes.
+NOT_PART_OF_THE_RUN = ("progress", "threads", "force")
 
 
-def finished_summary(directory: Path) -> dict[str, Any] | None:
-    """The run's summary if ``directory`` already holds a complete run with status ``ok``, else None.
+def config_digest(config: DictConfig) -> str:
+    """A fingerprint of what a run computes: its resolved config without display and scheduling keys."""
+    node = OmegaConf.to_container(config, resolve=True)
+    for key in NOT_PART_OF_THE_RUN:
+        node.pop(key, None)
+    return hashlib.sha256(json.dumps(node, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finished_summary(directory: Path, config: DictConfig) -> dict[str, Any] | None:
+    """The run's summary if ``directory`` already holds a complete ``ok`` run of this same config, else None.
 
     Files are written atomically, so a summary that parses is complete; anything else (no summary, a
-    failed, diverged or skipped run, an unreadable file) means the run is to be done again.
+    failed, diverged or skipped run, an unreadable file, a run of a different config) means the run is to
+    be done again.
     """
     try:
         summary = json.loads((directory / "summary.json").read_text())
     except (OSError, ValueError):
         return None
-    return summary if isinstance(summary, dict) and summary.get("status") == "ok" else None
+    if not isinstance(summary, dict) or summary.get("status") != "ok":
+        return None
+    return summary if summary.get("config_digest") == config_digest(config) else None
 
 
 def available_cores() -> int:

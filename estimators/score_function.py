@@ -68,7 +68,9 @@ class ScoreFunction(Estimator):
         if self.baseline == "ema":
             updates = int(self.ema_updates)
             # Bias-corrected as in Adam, so early estimates are not pulled towards the initial 0.
-            current = self.ema_value / (1 - self.decay**updates) if updates else torch.zeros_like(self.ema_value)
+            current = torch.zeros_like(self.ema_value)
+            if updates:
+                current = self.ema_value / (1 - self.decay**updates)
             if self.training:
                 self.ema_value.mul_(self.decay).add_((1 - self.decay) * values.mean())
                 self.ema_updates.add_(1)

@@ -103,6 +103,12 @@ def test_killed_sweep_resumes_only_the_missing_runs(tmp_path):
         f"hydra.sweep.dir={tmp_path}",
     )
     assert forced.returncode == 0 and "[done]" not in forced.stderr
+    # A different configuration written into a finished run's folder is run, not mistaken for it.
+    folder = next(iter(before))  # e.g. "estimator=st,probe.draws=4,seed=0,steps=400,task=toy"
+    overrides = [item.replace("steps=400", "steps=401") for item in folder.split(",")]
+    changed = run_cli("bench", *overrides, f"hydra.run.dir='{tmp_path / folder}'")
+    assert changed.returncode == 0 and "[done]" not in changed.stderr
+    assert json.loads((tmp_path / folder / "summary.json").read_text())["steps"] == 401
 
 
 def test_report_marks_diverged_and_failed_runs(tmp_path):

@@ -41,7 +41,9 @@ class GaussianTask(Task):
     latent = "gaussian"
     reference = "analytic"
 
-    def __init__(self, dim: int = 1, f: str = "square", k: float = 1.0, mu0: float = 1.0, sigma0: float = 1.0):
+    def __init__(
+        self, dim: int = 1, f: str = "square", k: float = 1.0, mu0: float = 1.0, sigma0: float = 1.0
+    ):
         super().__init__()
         if f not in FUNCTIONS:
             raise ConfigError(f"task.f={f!r} is not one of {', '.join(FUNCTIONS)}.")
