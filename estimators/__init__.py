@@ -11,6 +11,7 @@ from estimators.gumbel import Gumbel
 from estimators.gumbel_rao import GumbelRao
 from estimators.gumbel_st import GumbelST
 from estimators.measure_valued import MeasureValued
+from estimators.none import NoSampling
 from estimators.reinmax import ReinMax
 from estimators.reparam import Reparam
 from estimators.schedule import TemperatureSchedule
@@ -32,6 +33,7 @@ __all__ = [
     "GumbelRao",
     "GumbelST",
     "MeasureValued",
+    "NoSampling",
     "ReinMax",
     "Reparam",
     "ScoreFunction",
