@@ -299,9 +299,9 @@ def test_vqvae_runs_end_to_end_without_a_reference(config_factory, tmp_path, est
     settings = [
         "task=vqvae",
         f"estimator={estimator}",
-        "steps=20",
+        "steps=10",
         "log_every=5",
-        "probe.every=10",
+        "probe.every=5",
         "probe.draws=4",
     ]
     summary = run(config_factory(*settings), tmp_path)
@@ -337,3 +337,18 @@ def test_vqvae_data_initialization_puts_every_code_on_an_encoder_output():
     distances = torch.cdist(task.codebook.detach(), z_e, compute_mode="donot_use_mm_for_euclid_dist")
     distances = distances.min(-1).values
     assert distances.max() < 1e-5 and len(task.codebook.unique(dim=0)) == 16
+
+
+def test_report_has_a_codebook_section_and_no_bias_for_vqvae(config_factory, tmp_path):
+    from bench.report import write_report
+
+    for estimator in ("vq_st", "vq_rotation"):
+        settings = ["task=vqvae", f"estimator={estimator}", "steps=10", "probe.every=5", "probe.draws=2"]
+        summary = run(config_factory(*settings), tmp_path / estimator)
+        assert summary["status"] == "ok", summary["error"]
+    report = (write_report(tmp_path) / "report.md").read_text()
+    assert "no reference gradient" in report
+    assert "Codebook at the end of training" in report and "vqvae_codebook.png" in report
+    assert (tmp_path / "report" / "vqvae_codebook.png").stat().st_size > 0
+    header = next(line for line in report.splitlines() if line.startswith("| estimator | seeds | final_loss"))
+    assert "grad_bias" not in header and "grad_cos" not in header
