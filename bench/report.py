@@ -133,7 +133,12 @@ def labels(frame: pd.DataFrame) -> pd.Series:
             # A skipped run never resolved its sample count (null): label it S=? instead of failing on NaN.
             parts["samples"] = group["samples"].map(lambda s: f"S={int(s)}" if pd.notna(s) else "S=?")
         if group["variant"].nunique() > 1:
-            parts["variant"] = group["variant"].astype(str)
+            # "task.codebook_update=ema" reads as "codebook_update=ema": the group prefix adds only width.
+            parts["variant"] = (
+                group["variant"]
+                .astype(str)
+                .str.replace(r"(^|,)(task|estimator|optimizer)\.", r"\1", regex=True)
+            )
         result[group.index] = parts.agg(" ".join, axis=1).str.strip()
     return result
 
@@ -197,8 +202,9 @@ def aggregate(summaries: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 def save(figure: plt.Figure, directory: Path, stem: str) -> str:
     figure.tight_layout()
-    figure.savefig(directory / f"{stem}.png", dpi=130)
-    figure.savefig(directory / f"{stem}.pdf")
+    # bbox_inches="tight": long estimator labels must not push titles and axis labels off the canvas.
+    figure.savefig(directory / f"{stem}.png", dpi=130, bbox_inches="tight")
+    figure.savefig(directory / f"{stem}.pdf", bbox_inches="tight")
     plt.close(figure)
     return f"{stem}.png"
 
@@ -531,8 +537,14 @@ def rankings(table: pd.DataFrame, reference: str) -> list[str]:
     for column, meaning in RANKINGS.items():
         if table.empty or column not in table or not table[column].notna().any():
             continue
-        if column == "grad_mse" and reference == "none":
-            continue
+        if reference == "none":
+            # Without a reference, a low variance may mean a collapsed model (a VQ codebook using one code)
+            # as well as a good estimator: we do not rank on it.
+            lines += [
+                "No ranking: without a reference gradient neither MSE nor variance alone ranks estimators.",
+                "",
+            ]
+            break
         ranked = table[table[column].notna()].sort_values(column).reset_index(drop=True)
         shown = pd.DataFrame(
             {
