@@ -330,7 +330,8 @@ def figure_over_steps(
     if log:
         axis.set_yscale("log")
     seeds = finished.groupby("label")["run"].nunique() if not finished.empty else pd.Series([0])
-    title = f"{task}: {ylabel}\n(mean, 95% CI band over {seeds.min()}–{seeds.max()} seeds"
+    count = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}–{seeds.max()}"
+    title = f"{task}: {ylabel}\n(mean, 95% CI band over {count} seeds"
     title += "; ✕ = run stopped early)" if not stopped.empty else ")"
     axis.set(xlabel=xlabel, ylabel=ylabel + (" (log scale)" if log else ""), title=title)
     axis.grid(alpha=0.3)
