@@ -13,7 +13,6 @@ from omegaconf import DictConfig
 
 from bench.errors import ConfigError
 from bench.preflight import preflight
-from bench.runner import describe, run
 from bench.sweep import finished_summary, launcher_threads
 
 STARTED = False  # set when Hydra hands a configuration to main(): a run (of the sweep) has started
@@ -30,6 +29,10 @@ def fail(message: str, code: int = 2) -> None:
 def main(config: DictConfig) -> None:
     global STARTED
     STARTED = True
+    # Imported here, not at the top: under a parallel launcher (joblib) the process that only dispatches the
+    # jobs then never imports torch (~2 s of a sweep's wall time on 2 cores; python -m bench.perf).
+    from bench.runner import describe, run
+
     hydra_config = HydraConfig.get()
     directory = Path(hydra_config.runtime.output_dir)
     multirun = hydra_config.mode == RunMode.MULTIRUN
