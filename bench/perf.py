@@ -100,7 +100,7 @@ class Result:
             **asdict(self),
             "goal": None
             if self.goal is None
-            else ("≥ " if self.kind == "speedup" else "≤ ") + f"{self.goal}×",
+            else ("≥ " if self.kind == "speedup" else "≤ ") + f"{self.goal:g}×",
             "goal_value": self.goal,
             "ratios": ratios,
             "ratio_median": self.ratio,
