@@ -620,9 +620,14 @@ def main(arguments: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7, help="repeats of every in-process measurement")
     parser.add_argument("--sweep-repeats", type=int, default=2, help="repeats of the sweep measurement")
     parser.add_argument(
-        "--only", default=",".join(MEASUREMENTS), help=f"comma-separated subset of {MEASUREMENTS}"
+        "--only", default=",".join(MEASUREMENTS), help=f"comma-separated subset of: {', '.join(MEASUREMENTS)}"
     )
-    parser.add_argument("--output", type=Path, default=ROOT / "results" / "perf.json")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=ROOT / "results" / "perf.json",
+        help="JSON file (default: results/perf.json)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and 2 repeats: checks that it runs")
     options = parser.parse_args(arguments)
