@@ -238,9 +238,9 @@ class VAE(Task):
                 logits = self.decode(z.select(-3, 0))
                 return F.softplus(logits).sum(-1, keepdim=True) - logits @ batch.T
             logits = self.decode(z)
-            return F.binary_cross_entropy_with_logits(logits, batch.expand_as(logits), reduction="none").sum(
-                -1
-            )
+            # = binary_cross_entropy_with_logits, written out: under torch.func.vmap (the vectorized probe)
+            # the fused kernel is decomposed anyway, and this form is measurably faster there.
+            return (F.softplus(logits) - logits * batch).sum(-1)
 
         return negative_log_likelihood
 
