@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+CURRENT_UMASK = os.umask(0o022)
+os.umask(CURRENT_UMASK)  # reading the umask means setting it: put it back at once
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -25,6 +27,9 @@ def atomic_write_text(path: Path, text: str) -> None:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
+        # mkstemp creates the file readable by its owner only; give it the mode an ordinary write would
+        # (0666 less the umask), so that collaborators on a shared cluster can read the results.
+        os.chmod(temporary, 0o666 & ~CURRENT_UMASK)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
