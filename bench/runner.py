@@ -175,6 +175,7 @@ class Recorder:
 
     directory: Path
     rows: list[tuple[int, str, float]] = field(default_factory=list)
+    completed_steps: int = 0  # training steps finished so far: what a failed or interrupted run reports
 
     def add(self, step: int, values: dict[str, float]) -> None:
         self.rows.extend((step, name, float(value)) for name, value in values.items())
@@ -275,6 +276,7 @@ def train(
         finished = time.perf_counter()
         step_times.append(finished - started)
         optimizer_times.append(finished - optimizer_started)
+        recorder.completed_steps = step
         extra = task.after_step(step, batch)
         running_loss, running_count = running_loss + value, running_count + 1
         if step % log_every == 0:
@@ -353,10 +355,16 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
             status="diverged", error=str(error.args[0]), steps=error.args[1], diverged_step=error.args[1]
         )
     except KeyboardInterrupt as error:
-        summary.update(status="failed", error="interrupted (SIGINT / Ctrl-C) before the run finished")
+        summary.update(
+            status="failed",
+            steps=recorder.completed_steps,
+            error=f"interrupted (SIGINT / Ctrl-C) after {recorder.completed_steps} of {config.steps} steps",
+        )
         pending = error
     except Exception as error:  # noqa: BLE001 - a sweep must go on past a failing run
-        summary.update(status="failed", error=f"{type(error).__name__}: {error}")
+        summary.update(
+            status="failed", steps=recorder.completed_steps, error=f"{type(error).__name__}: {error}"
+        )
         (directory / "error.log").write_text(traceback.format_exc())
     summary["wall_time_s"] = time.perf_counter() - started
     if recorder.rows:
