@@ -238,6 +238,10 @@ def train(
         recorder.add(step, {**evaluation, **measured})
         recorder.flush()
 
+    step = 0
+    if 0 in planned:
+        do_probe(0)
+    # Created after the first probe, so that its rate and time estimate are those of training steps.
     progress = tqdm(
         range(1, config.steps + 1),
         desc=f"{config.task.name}/{config.estimator.name}",
@@ -245,9 +249,6 @@ def train(
         file=sys.stderr,
         dynamic_ncols=True,
     )
-    step = 0
-    if 0 in planned:
-        do_probe(0)
     for step in progress:
         started = time.perf_counter()
         scheduled = estimator.on_step(step) or {}  # e.g. the temperature, when a schedule moved it
