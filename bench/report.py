@@ -123,10 +123,16 @@ def load_runs(root: Path) -> Runs:
 
 
 def labels(frame: pd.DataFrame) -> pd.Series:
-    """A label per run: estimator, plus optimizer and variant where those vary within the run's task."""
+    """A label per run: what varies within the run's task among estimator, optimizer, S and other overrides.
+
+    The estimator is named unless it is the same for every run of the task and something else varies (an
+    optimizer study: "adam", not "none adam").
+    """
     result = pd.Series(index=frame.index, dtype=object)
     for _, group in frame.groupby("task"):
-        parts = pd.DataFrame({"estimator": group["estimator"].astype(str)}, index=group.index)
+        parts = pd.DataFrame(index=group.index)
+        if group["estimator"].nunique() > 1 or group["optimizer"].nunique() == 1:
+            parts["estimator"] = group["estimator"].astype(str)
         if group["optimizer"].nunique() > 1:
             parts["optimizer"] = group["optimizer"].astype(str)
         if "samples" in group and group["samples"].nunique() > 1:
@@ -606,7 +612,9 @@ def figure_by_training_time(
     axis.set(
         xlabel="training time, s (log scale) = step × median step time, probes excluded",
         ylabel=ylabel,
-        title=f"{task}: {ylabel} by training time\n(mean, 95% CI band over {min(seeds)}–{max(seeds)} seeds)",
+        title=f"{task}: {ylabel} by training time\n(mean, 95% CI band over "
+        + (f"{min(seeds)}" if min(seeds) == max(seeds) else f"{min(seeds)}–{max(seeds)}")
+        + " seeds)",
     )
     axis.grid(which="both", alpha=0.3)
     axis.legend(fontsize=8)
