@@ -40,7 +40,7 @@ def write_runs(root: Path) -> None:
 
 
 def table_rows(text: str) -> dict[str, list[str]]:
-    """The time-to-target table, by configuration label (estimator and optimizer: "none fast")."""
+    """The time-to-target table, by configuration label (the optimizer alone where the estimator is the same: "fast")."""
     lines = text[text.index("Time to target") :].splitlines()[2:]
     table = lines[2 : lines.index("")]  # below the header and the rule, down to the blank line
     return {
@@ -56,9 +56,9 @@ def test_time_to_target_uses_the_best_common_level_and_step_times(tmp_path):
     assert "objective ≤ **0.4**" in text
     rows = table_rows(text)
     # fast reaches 0.40 at step 20 (both seeds): 20 × 1 ms = 0.02 s; slow at step 10: 10 × 10 ms = 0.1 s.
-    assert rows["none fast"][:3] == ["2/2", "20 ± 0", "0.02 ± 0"]
-    assert rows["none slow"][:3] == ["2/2", "10 ± 0", "0.1 ± 0"]
-    assert list(rows) == ["none fast", "none slow"]  # sorted by time to target
+    assert rows["fast"][:3] == ["2/2", "20 ± 0", "0.02 ± 0"]
+    assert rows["slow"][:3] == ["2/2", "10 ± 0", "0.1 ± 0"]
+    assert list(rows) == ["fast", "slow"]  # sorted by time to target
     figure = directory / "demo_objective_by_time.png"
     assert figure.stat().st_size > 10_000
 
@@ -67,7 +67,7 @@ def test_a_target_from_the_command_line_and_runs_that_miss_it(tmp_path, capsys):
     write_runs(tmp_path)
     assert main([str(tmp_path), "--target", "demo=0.35"]) == 0
     rows = table_rows((tmp_path / "report" / "report.md").read_text())
-    assert rows["none fast"][:3] == ["0/2", "—", "—"]  # never at or below 0.35
-    assert rows["none slow"][0] == "2/2"
+    assert rows["fast"][:3] == ["0/2", "—", "—"]  # never at or below 0.35
+    assert rows["slow"][0] == "2/2"
     assert main([str(tmp_path), "--target", "demo"]) == 2
     assert "expected TASK=NUMBER" in capsys.readouterr().err
