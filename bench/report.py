@@ -200,7 +200,10 @@ def aggregate(summaries: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         }
         for column in columns:
             if column in group:
-                mean, half, _ = mean_ci(group[column])
+                # Runs of the same seed (a re-run, or the same seed in two folders) are one replicate:
+                # averaged per seed first, so that the interval's n is the seed count shown.
+                per_seed = pd.to_numeric(group[column], errors="coerce").groupby(group["seed"]).mean()
+                mean, half, _ = mean_ci(per_seed)
                 row[column], row[f"{column}_ci95"] = mean, half
         rows.append(row)
     return pd.DataFrame(rows)
