@@ -96,8 +96,10 @@ class EMACodebook(nn.Module):
     γ is ``decay``; Ñ is N with Laplace smoothing (Razavi et al. 2019; as in Sonnet's VectorQuantizerEMA),
     so that a code with N_k → 0 does not divide by zero. The state starts at N_k = 1, m_k = e_k (as if each
     code had been assigned once, to itself), so e = m/N holds from the first step and a code that is never
-    assigned stays where it is (its N and m shrink by the same factor γ) instead of being pulled to zero or
-    blown up by a zero-initialised average.
+    assigned is not blown up by a zero-initialised average. It does not stay put for ever: its N and m both
+    shrink by γ per step, but the smoothing adds ε to N, so once γᵗ falls below about ε the code decays
+    towards the origin (with γ = 0.99, ε = 1e-5: after roughly ln ε / ln γ ≈ 1150 steps), as in Sonnet. Such
+    a code is dead either way; ``code_usage`` counts it.
     """
 
     def __init__(self, codes: int, dim: int, decay: float = 0.99, epsilon: float = 1e-5) -> None:
