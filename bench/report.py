@@ -145,7 +145,14 @@ def labels(frame: pd.DataFrame) -> pd.Series:
                 .astype(str)
                 .str.replace(r"(^|,)(task|estimator|optimizer)\.", r"\1", regex=True)
             )
-        result[group.index] = parts.agg(" ".join, axis=1).str.strip()
+        named = parts.agg(" ".join, axis=1).str.strip()
+        if "variant_digest" in group:
+            # Two configurations with the same name (e.g. settings from different experiment files) must
+            # not be pooled as seeds of one: tell them apart by a short fingerprint of their config.
+            digests = group["variant_digest"].fillna("")
+            shared = digests.groupby(named).transform("nunique") > 1
+            named = named.where(~shared, named + " [" + digests.str[:6] + "]")
+        result[group.index] = named
     return result
 
 

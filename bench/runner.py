@@ -24,7 +24,7 @@ from tqdm import tqdm
 from bench.errors import ConfigError
 from bench.probe import PROBE_FIELDS, check_vectorize, probe
 from bench.results import provenance, write_metrics, write_summary
-from bench.sweep import config_digest
+from bench.sweep import config_digest, variant_digest
 from bench.tasks.base import Task
 from bench.tasks.custom import check_task
 from estimators.base import Estimator, EstimatorError
@@ -326,6 +326,7 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
         "samples": config.samples,
         "probe_draws": config.probe.draws,
         "config_digest": config_digest(config),
+        "variant_digest": variant_digest(config),
         **provenance(),
     }
     summary["threads"] = torch.get_num_threads()

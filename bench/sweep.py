@@ -26,6 +26,19 @@ def config_digest(config: DictConfig) -> str:
     return hashlib.sha256(json.dumps(node, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def variant_digest(config: DictConfig) -> str:
+    """A fingerprint of a configuration up to its seed: runs that differ only in the seed share it.
+
+    Taken over the config as written (interpolations such as ``task.seed: ${seed}`` unresolved), without
+    the top-level ``seed`` and the display and scheduling keys. Reports use it to tell apart configurations
+    whose overrides look alike (settings that came from an experiment file, a changed default).
+    """
+    node = OmegaConf.to_container(config, resolve=False)
+    for key in ("seed", *NOT_PART_OF_THE_RUN):
+        node.pop(key, None)
+    return hashlib.sha256(json.dumps(node, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def finished_summary(directory: Path, config: DictConfig) -> dict[str, Any] | None:
     """The run's summary if ``directory`` already holds a complete ``ok`` run of this same config, else None.
 

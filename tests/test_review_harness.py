@@ -30,3 +30,21 @@ def test_report_ci_is_over_distinct_seeds_when_a_seed_was_run_twice() -> None:
     assert math.isclose(row["final_loss"], 2.0), row["final_loss"]
     expected_half = stats.t.ppf(0.975, 1) * math.sqrt(2) / math.sqrt(2)
     assert math.isclose(row["final_loss_ci95"], expected_half), (row["final_loss_ci95"], expected_half)
+
+
+def test_configurations_that_look_alike_are_not_pooled(config_factory, tmp_path):
+    # Seeds of one configuration share a label; the same names with a different setting (here `steps`, as an
+    # experiment file would set it without a command-line override) get labels told apart by a fingerprint.
+    from bench.report import load_runs
+    from bench.runner import run
+
+    for seed in (0, 1):
+        run(
+            config_factory("task=toy", "estimator=st", "steps=20", "probe.draws=4", f"seed={seed}"),
+            tmp_path / f"a{seed}",
+        )
+    run(config_factory("task=toy", "estimator=st", "steps=30", "probe.draws=4", "seed=0"), tmp_path / "b0")
+    summaries = load_runs(tmp_path).summaries.set_index("run")
+    assert summaries.loc["a0", "label"] == summaries.loc["a1", "label"]
+    assert summaries.loc["a0", "label"] != summaries.loc["b0", "label"]
+    assert summaries.loc["a0", "label"].startswith("st [")
