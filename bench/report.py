@@ -331,7 +331,7 @@ def figure_over_steps(
             errorbar=("ci", 95),
             ax=axis,
         )
-    for (_run, label, status, stopped_at), group in stopped.groupby(["run", "label", "status", "steps"]):
+    for (_run, label, status, stopped_at), group in stopped.groupby(["run", "label", "status", "stopped_at"]):
         group = group.sort_values(x)
         axis.plot(group[x], group["value"], "--", lw=0.8, color=palette[label], alpha=0.8)
         axis.plot(group[x].iloc[-1:], group["value"].iloc[-1:], "x", ms=9, mew=2, color=palette[label])
@@ -759,7 +759,13 @@ def write_report(root: Path, out: Path | None = None, targets: dict[str, float] 
     summaries.to_csv(directory / "summary.csv", index=False)
     palette = palette_for(summaries["label"].unique().tolist())
     curves = runs.metrics.merge(
-        summaries[["run", "label", "task", "status", "steps", "step_time_ms"]], on="run"
+        summaries[["run", "label", "task", "status", "steps", "step_time_ms"]].assign(
+            # Where a run stopped: the step that diverged, else the last step it finished.
+            stopped_at=summaries["diverged_step"].fillna(summaries["steps"]).astype(int)
+            if "diverged_step" in summaries
+            else summaries["steps"]
+        ),
+        on="run",
     )
     lines = [
         f"# Report: {root}",

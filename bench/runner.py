@@ -354,7 +354,10 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
         pending = ConfigError(str(error))
     except Diverged as error:
         summary.update(
-            status="diverged", error=str(error.args[0]), steps=error.args[1], diverged_step=error.args[1]
+            status="diverged",
+            error=str(error.args[0]),
+            steps=recorder.completed_steps,  # steps finished: a step that diverged did not finish
+            diverged_step=error.args[1],
         )
     except KeyboardInterrupt as error:
         summary.update(

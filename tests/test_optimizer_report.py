@@ -40,7 +40,7 @@ def write_runs(root: Path) -> None:
 
 
 def table_rows(text: str) -> dict[str, list[str]]:
-    """The time-to-target table, by configuration label (the optimizer alone where the estimator is the same: "fast")."""
+    """The time-to-target table by configuration label (here the optimizer alone, e.g. "fast")."""
     lines = text[text.index("Time to target") :].splitlines()[2:]
     table = lines[2 : lines.index("")]  # below the header and the rule, down to the blank line
     return {

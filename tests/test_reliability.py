@@ -60,7 +60,8 @@ def test_divergence_ends_the_run_with_its_step_and_the_sweep_goes_on(tmp_path):
     healthy = next(run for name, run in runs.items() if "lr=0.01" in name)
     assert healthy["status"] == "ok" and healthy["steps"] == 30 and math.isfinite(healthy["final_loss"])
     step = diverged["diverged_step"]
-    assert diverged["status"] == "diverged" and diverged["steps"] == step and 1 <= step < 30
+    # `steps` counts the steps that finished; the one that diverged did not.
+    assert diverged["status"] == "diverged" and diverged["steps"] == step - 1 and 1 <= step < 30
     assert "non-finite" in diverged["error"] and f"at step {step}" in diverged["error"]
     assert diverged["final_loss"] is None  # strict JSON: no number, not NaN
     # The metrics up to the divergence are kept: the step-0 probe and every training loss before it.
