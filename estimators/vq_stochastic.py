@@ -39,8 +39,10 @@ class StochasticVQ(Estimator):
             )
         self.categorical = categorical
         self.tau = check_temperature(tau)
-        # The wrapped estimator decides how many samples it needs (rloo needs two).
+        # The wrapped estimator decides how many samples it needs (rloo needs two), and whether the estimate
+        # is unbiased for the sampled objective (the class says False: the default wraps gumbel_st).
         self.min_samples = categorical.min_samples
+        self.unbiased = categorical.unbiased
 
     def on_step(self, step: int) -> dict[str, float]:
         """Forwards the step to the wrapped estimator (a temperature schedule), prefixing what it reports."""

@@ -352,3 +352,10 @@ def test_report_has_a_codebook_section_and_no_bias_for_vqvae(config_factory, tmp
     assert (tmp_path / "report" / "vqvae_codebook.png").stat().st_size > 0
     header = next(line for line in report.splitlines() if line.startswith("| estimator | seeds | final_loss"))
     assert "grad_bias" not in header and "grad_cos" not in header
+
+
+def test_stochastic_vq_is_as_unbiased_as_the_estimator_it_wraps():
+    from estimators import GumbelST, ScoreFunction, StochasticVQ
+
+    assert StochasticVQ(GumbelST()).unbiased is False
+    assert StochasticVQ(ScoreFunction("loo")).unbiased is True
