@@ -15,13 +15,7 @@ import torch
 import bench.perf as perf
 from bench.perf import NOT_AVAILABLE, NotAvailable, Result
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_ratios_and_goals_follow_their_direction() -> None:

@@ -49,13 +49,7 @@ DRAWS = 800
 STANDARD_ERRORS = 4.0
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: on a loaded 2-core machine a second torch thread only spins and waits."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def flat_reference(task: Task) -> Tensor:
