@@ -147,7 +147,7 @@ def compose(*overrides: str):
 
 def build(*overrides: str):
     """Task, estimator, optimizer and config, built by the runner's own ``setup``."""
-    from bench.runner import setup
+    from bench.build import setup
 
     config = compose(*overrides)
     try:

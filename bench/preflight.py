@@ -5,7 +5,7 @@ name in a comma list is refused before any of its runs starts.
 Checked here: the syntax of every override (with Hydra's own override parser), the option names of our
 config groups (``task``, ``estimator``, ``optimizer``, ``experiment``: every folder of ``conf/``), a
 comma list without ``-m``, and whether the results folder can be written. Everything else (values, the
-fit of an estimator to a task, data files) is checked when the run is built (``bench.runner.setup``).
+fit of an estimator to a task, data files) is checked when the run is built (``bench.build.setup``).
 """
 
 from __future__ import annotations

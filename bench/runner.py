@@ -1,172 +1,39 @@
-"""The runner: build a task, an estimator and an optimizer from a config, train, probe, write results.
+"""The training loop: train a task with an estimator and an optimizer, probe the gradient, write results.
 
-It knows tasks only through ``bench.tasks.base.Task`` and estimators only through
-``estimators.base.Estimator``; names come from the configs (``name`` key) and classes from ``_target_``.
+``bench.build`` turns a config into the task, estimator and optimizer; this module runs them and writes the
+run's files by the results contract (``bench.contract``). It knows tasks only through
+``bench.tasks.base.Task`` and estimators only through ``estimators.base.Estimator``.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-import statistics
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import get_class, get_object, instantiate
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import get_object
+from omegaconf import DictConfig
 from tqdm import tqdm
 
+from bench.build import check_settings, setup
+from bench.contract import empty_summary, steady_median
 from bench.errors import ConfigError
-from bench.probe import PROBE_FIELDS, check_vectorize, probe
+from bench.probe import probe
 from bench.results import provenance, write_metrics, write_summary
 from bench.sweep import config_digest, variant_digest
 from bench.tasks.base import Task
-from bench.tasks.custom import check_task
 from estimators.base import Estimator, EstimatorError
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 class Diverged(RuntimeError):
     """The loss or a gradient became NaN or infinite."""
-
-
-def unwrap(error: BaseException) -> BaseException:
-    """Hydra wraps errors raised while instantiating; find the one we raised ourselves."""
-    while isinstance(error, InstantiationException) and error.__cause__ is not None:
-        error = error.__cause__
-    return error
-
-
-def drop_names(node: Any) -> Any:
-    """Remove the ``name`` key from every node that has a ``_target_``, nested ones included.
-
-    Configs name themselves (``name:``), constructors do not take it; a nested node is, e.g., the inner
-    optimizer of ``optimizer=lookahead``.
-    """
-    if isinstance(node, dict):
-        named = "_target_" in node
-        return {key: drop_names(value) for key, value in node.items() if not (named and key == "name")}
-    if isinstance(node, list):
-        return [drop_names(value) for value in node]
-    return node
-
-
-def build(config: DictConfig, **kwargs: Any) -> Any:
-    """Instantiate a config group node, dropping its ``name`` keys; config errors come out as ConfigError."""
-    node = drop_names(OmegaConf.to_container(config, resolve=True))
-    node.pop("name", None)
-    try:
-        return instantiate(node, **kwargs)
-    except (InstantiationException, EstimatorError, ConfigError, TypeError, ValueError) as error:
-        cause = unwrap(error)
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        raise ConfigError(f"{config.get('name', node.get('_target_'))}: {cause}") from None
-
-
-def estimator_class(config: DictConfig) -> type[Estimator]:
-    return get_class(config._target_)
-
-
-def config_target(path: Path) -> str | None:
-    """The ``_target_`` of a group config file, following presets that extend another file of the group."""
-    node = OmegaConf.load(path)
-    if "_target_" in node:
-        return node._target_
-    for parent in node.get("defaults", []):
-        if isinstance(parent, str) and parent != "_self_" and (path.parent / f"{parent}.yaml").exists():
-            return config_target(path.parent / f"{parent}.yaml")
-    return None
-
-
-def estimators_for(latent: str) -> list[str]:
-    """Names of the estimator configs whose estimator supports the latent kind ``latent``."""
-    names = []
-    for path in sorted((CONF_DIR / "estimator").glob("*.yaml")):
-        try:
-            if latent in get_class(config_target(path)).latents:
-                names.append(path.stem)
-        except Exception:  # noqa: BLE001 - a broken config must not hide the others
-            continue
-    return names
-
-
-def learning_rates(node: Any, prefix: str) -> list[tuple[str, Any]]:
-    """Every ``lr`` in an optimizer config, nested ones included (the inner optimizer of lookahead)."""
-    found = []
-    for key, value in node.items():
-        if key == "lr" and value is not None:
-            found.append((f"{prefix}.lr", value))
-        elif isinstance(value, DictConfig):
-            found.extend(learning_rates(value, f"{prefix}.{key}"))
-    return found
-
-
-def check_settings(config: DictConfig) -> None:
-    """Type and range checks on the top-level settings, each failing with a message that names the key."""
-    optional = ("samples", "threads")
-    for key in ("seed", "steps", "samples", "log_every", "probe.every", "probe.draws", "threads"):
-        value = OmegaConf.select(config, key)
-        whole = isinstance(value, int) and not isinstance(value, bool)
-        if not whole and not (value is None and key in optional):
-            raise ConfigError(f"{key} must be a whole number, got {key}={value!r}.")
-    for key, value in learning_rates(config.optimizer, "optimizer"):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-            raise ConfigError(f"{key} must be a number > 0, got {key}={value!r}.")
-    checks = [
-        (config.steps >= 1, f"steps must be >= 1, got steps={config.steps}."),
-        (
-            config.samples is None or config.samples >= 1,
-            f"samples must be >= 1, got samples={config.samples}.",
-        ),
-        (
-            config.probe.draws >= 2,
-            f"probe.draws must be >= 2 (a variance needs two draws), got {config.probe.draws}.",
-        ),
-        (
-            config.probe.every >= 0,
-            f"probe.every must be >= 0 (0: probe only at the end), got {config.probe.every}.",
-        ),
-        (config.log_every >= 1, f"log_every must be >= 1, got {config.log_every}."),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-
-
-def setup(config: DictConfig) -> tuple[Task, Estimator, torch.optim.Optimizer]:
-    check_settings(config)
-    task_target, estimator_cls = get_object(config.task._target_), estimator_class(config.estimator)
-    # A Task class declares its latent kind before it is built (nothing expensive is built for a mismatch); a
-    # factory function (task=custom, bench/tasks/custom.py) builds the task first and is checked.
-    where = f"task._target_={config.task._target_!r}"
-    task = None if isinstance(task_target, type) else check_task(build(config.task), where)
-    latent = task_target.latent if task is None else task.latent
-    if latent not in estimator_cls.latents:
-        fitting = estimators_for(latent)
-        raise ConfigError(
-            f"Estimator '{config.estimator.name}' does not fit task '{config.task.name}': the task's latent "
-            f"variables are {latent}, the estimator supports {', '.join(estimator_cls.latents)}. "
-            f"Estimators that fit {config.task.name}: {', '.join(fitting) or 'none'}.",
-            status="skipped",
-        )
-    task = build(config.task) if task is None else task
-    estimator = build(config.estimator)
-    if config.samples is None:  # each estimator's smallest sample count: 1, or 2 for a leave-one-out baseline
-        config.samples = estimator.min_samples
-    try:
-        estimator.check_samples(config.samples)
-    except EstimatorError as error:
-        raise ConfigError(f"estimator '{config.estimator.name}': {error}") from None
-    check_vectorize(config.probe.get("vectorize", "auto"), task, estimator)
-    optimizer = build(config.optimizer, params=list(task.parameters()))
-    return task, estimator, optimizer
 
 
 @dataclass
@@ -205,6 +72,30 @@ def probe_steps(steps: int, every: int) -> set[int]:
     return set(range(0, steps + 1, every)) | {steps} if every else {steps}
 
 
+def batch_source(task: Task, generator: torch.Generator):
+    """``step -> batch``: the task's ``train_batch``, given the run's seeded data generator if it takes one.
+
+    Every built-in task draws its data order from that generator alone, so runs of one seed train on the
+    same data whatever their estimator consumes from the global generator. A task of your own written
+    with the older one-argument ``train_batch(step)`` keeps working.
+    """
+    try:
+        takes_generator = len(inspect.signature(task.train_batch).parameters) >= 2
+    except (TypeError, ValueError):  # a builtin or C function: call it the old way
+        takes_generator = False
+    if takes_generator:
+        return lambda step: task.train_batch(step, generator)
+    return task.train_batch
+
+
+def evaluation_weights(optimizer: Any):
+    """Where the objective is evaluated: at Lookahead's slow weights (what it converges to, and what Zhang
+    et al. 2019 report), else at the parameters as they are. Gradient probes stay at the fast weights,
+    which are what the inner optimizer consumes."""
+    slow_weights = getattr(optimizer, "slow_weights", None)
+    return slow_weights() if callable(slow_weights) else nullcontext()
+
+
 def train(
     config: DictConfig, task: Task, estimator: Estimator, optimizer, recorder: Recorder
 ) -> dict[str, Any]:
@@ -217,10 +108,15 @@ def train(
     running_loss, running_count = 0.0, 0
     # Read once: an OmegaConf attribute costs ~17 µs, ~1% of a VAE step when read every step (bench.perf).
     samples, log_every = config.samples, config.log_every
+    next_batch = batch_source(task, torch.Generator().manual_seed(config.seed))
+
+    def evaluate() -> dict[str, float]:
+        with evaluation_weights(optimizer):
+            return task.evaluate()
 
     def do_probe(step: int) -> None:
         nonlocal last_probe
-        evaluation = task.evaluate()
+        evaluation = evaluate()
         objective = evaluation.get("objective")
         # Probing diverged parameters is meaningless: the run ends here.
         if objective is not None and not math.isfinite(objective):
@@ -254,7 +150,7 @@ def train(
         scheduled = estimator.on_step(step) or {}  # e.g. the temperature, when a schedule moved it
         if scheduled:
             recorder.add(step, scheduled)
-        batch = task.train_batch(step)
+        batch = next_batch(step)
         loss = task.loss(estimator, samples, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -287,14 +183,17 @@ def train(
         if step in planned:
             do_probe(step)
     progress.close()
-    warmup = min(5, len(step_times) // 10)
     return {
         "steps": step,
-        "step_time_ms": 1000 * statistics.median(step_times[warmup:]) if step_times else None,
-        "optimizer_time_ms": 1000 * statistics.median(optimizer_times[warmup:]) if optimizer_times else None,
+        "step_time_ms": milliseconds(steady_median(step_times)),
+        "optimizer_time_ms": milliseconds(steady_median(optimizer_times)),
         "probe": last_probe,
-        "final": task.evaluate(),
+        "final": evaluate(),
     }
+
+
+def milliseconds(seconds: float | None) -> float | None:
+    return None if seconds is None else 1000 * seconds
 
 
 def run(config: DictConfig, directory: Path) -> dict[str, Any]:
@@ -306,29 +205,25 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
     directory = Path(directory)
     started = time.perf_counter()
     recorder = Recorder(directory)
-    summary: dict[str, Any] = {
-        "task": config.task.name,
-        "estimator": config.estimator.name,
-        "optimizer": config.optimizer.name,
-        "seed": config.seed,
-        "status": "ok",
-        "steps": 0,
-        "wall_time_s": 0.0,
-        "step_time_ms": None,
-        "optimizer_time_ms": None,
-        "estimate_time_ms": None,
-        "final_loss": None,
-        **{name: None for name in PROBE_FIELDS},
-        "reference": getattr(get_object(config.task._target_), "reference", "none")
+    summary = empty_summary()
+    summary.update(
+        task=config.task.name,
+        estimator=config.estimator.name,
+        optimizer=config.optimizer.name,
+        seed=config.seed,
+        status="ok",
+        kind="train",
+        steps=0,
+        wall_time_s=0.0,
+        reference=getattr(get_object(config.task._target_), "reference", "none")
         if "_target_" in config.task
         else "none",
-        "error": None,
-        "samples": config.samples,
-        "probe_draws": config.probe.draws,
-        "config_digest": config_digest(config),
-        "variant_digest": variant_digest(config),
+        samples=config.samples,
+        probe_draws=config.probe.draws,
+        config_digest=config_digest(config),
+        variant_digest=variant_digest(config),
         **provenance(),
-    }
+    )
     summary["threads"] = torch.get_num_threads()
     pending: BaseException | None = None
     try:

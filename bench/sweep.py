@@ -14,8 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-# Settings that change how a run is shown or scheduled, not what it computes.
-NOT_PART_OF_THE_RUN = ("progress", "threads", "force")
+from bench.contract import NOT_PART_OF_THE_CONFIGURATION, NOT_PART_OF_THE_RUN
 
 
 def config_digest(config: DictConfig) -> str:
@@ -34,7 +33,7 @@ def variant_digest(config: DictConfig) -> str:
     whose overrides look alike (settings that came from an experiment file, a changed default).
     """
     node = OmegaConf.to_container(config, resolve=False)
-    for key in ("seed", *NOT_PART_OF_THE_RUN):
+    for key in NOT_PART_OF_THE_CONFIGURATION:
         node.pop(key, None)
     return hashlib.sha256(json.dumps(node, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

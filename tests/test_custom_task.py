@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from bench.errors import ConfigError
-from bench.runner import setup
+from bench.build import setup
 from bench.tasks.base import Task
 from tests.helpers import run_cli
 

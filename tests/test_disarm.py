@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bench.errors import ConfigError
-from bench.runner import setup
+from bench.build import setup
 from estimators import DisARM, EstimatorError, Exact
 
 UNBIASED_SE = 4.5

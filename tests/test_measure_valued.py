@@ -22,7 +22,7 @@ import torch
 from scipy import integrate, stats
 
 from bench.probe import flatten, probe
-from bench.runner import setup
+from bench.build import setup
 from bench.tasks.gaussian import GaussianTask
 from estimators import EstimatorError, Gaussian, MeasureValued
 

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from bench.errors import ConfigError
-from bench.runner import build
+from bench.build import build
 from optim.lazy import LazyAdam
 from optim.lookahead import Lookahead
 

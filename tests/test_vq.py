@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from bench.errors import ConfigError
-from bench.runner import estimators_for, run
+from bench.build import estimators_for
+from bench.runner import run
 from bench.tasks.vqvae import VQVAE
 from estimators.base import EstimatorError
 from estimators.codebook import Codebook, EMACodebook, code_usage, squared_distances, vq_losses

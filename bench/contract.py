@@ -1,0 +1,182 @@
+"""The results contract: what a run writes and what every reader of runs may rely on.
+
+One place defines it; the runner writes by it, the report and ``python -m bench.check`` read by it, and the
+tests import it. ``docs/design.md`` ("Results") explains it in prose.
+
+A run folder holds ``.hydra/`` (Hydra's resolved config and the overrides), ``metrics.csv`` in long form
+(``METRICS_HEADER``: one ``step,metric,value`` row per measurement; ``nan`` where a value does not exist) and
+``summary.json``: one flat JSON object with the fields of ``SUMMARY_FIELDS``. JSON stays strict: a number
+that does not exist is ``null``, never ``NaN``. Both files are written atomically (a temporary file renamed
+over the old one), so a reader sees a complete file or none; ``summary.json`` is written only when the run
+ends, so a run folder without one is a run that was killed or is still running.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+STATUSES = ("ok", "diverged", "failed", "skipped", "interrupted")
+"""``ok``: finished. ``diverged``: the loss, a gradient or the objective became non-finite; the run stopped
+there (``diverged_step``). ``failed``: bad settings or an error (``error`` says which). ``skipped``: the
+combination cannot run by design (an estimator that does not fit the task). ``interrupted``: stopped by a
+signal, resumable."""
+
+REFERENCE_KINDS = ("analytic", "exact", "monte_carlo", "none")
+"""Where a probe's reference gradient g* comes from: a closed form, an enumeration of every outcome, many
+draws of an unbiased estimator (``reference_draws`` of them), or nowhere (bias fields are null)."""
+
+RUN_KINDS = ("train", "study")
+"""``train``: a training run probed along its own trajectory. ``study``: a same-point gradient study."""
+
+METRICS_HEADER = ("step", "metric", "value")
+
+PROBE_FIELDS = (
+    "grad_variance",
+    "grad_bias",
+    "grad_bias_se",
+    "grad_bias_sq",
+    "grad_mse",
+    "grad_cos",
+    "grad_snr",
+)
+"""The statistics of one probe (``docs/design.md``, "Metrics"); in ``metrics.csv`` at every probe step and in
+``summary.json`` at the last probe. Null where they do not exist (no reference: the bias fields)."""
+
+PROBE_COST_FIELDS = ("estimate_time_ms", "probe_time_ms", "probe_vectorized")
+"""What a probe measures about its own cost; wall times go to ``summary.json`` only, never to
+``metrics.csv``, which holds what the seed determines and is bit-for-bit reproducible."""
+
+NOT_PART_OF_THE_RUN = ("progress", "threads", "force")
+"""Top-level keys that change how a run is shown or scheduled, not what it computes. Hydra's
+``override_dirname.exclude_keys`` (``conf/config.yaml``) must equal this list, so that a sweep has one
+folder per configuration and seed whatever these keys say (a test checks it). ``config_digest`` leaves
+them out."""
+
+NOT_PART_OF_THE_CONFIGURATION = ("seed", *NOT_PART_OF_THE_RUN)
+"""Keys that do not change the configuration: runs that differ only in these are seeds of one
+configuration. Labels and ``variant_digest`` leave them out."""
+
+NUMBER = (int, float)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of ``summary.json``: its name, the JSON types it may take, and what it means."""
+
+    name: str
+    types: tuple[type, ...]
+    nullable: bool
+    meaning: str
+
+
+def _field(name: str, types: type | tuple[type, ...], meaning: str, nullable: bool = False) -> Field:
+    return Field(name, types if isinstance(types, tuple) else (types,), nullable, meaning)
+
+
+SUMMARY_FIELDS: tuple[Field, ...] = (
+    _field("task", str, "the task's name (its config's `name`)"),
+    _field("estimator", str, "the estimator's name"),
+    _field("optimizer", str, "the optimizer's name (lookahead_<inner> for Lookahead)"),
+    _field("seed", int, "the run's seed: initialization, data order, sampling noise and probes"),
+    _field("status", str, f"one of {', '.join(STATUSES)}"),
+    _field("kind", str, f"one of {', '.join(RUN_KINDS)}"),
+    _field("steps", int, "training steps that finished"),
+    _field("wall_time_s", NUMBER, "wall time of the whole run, seconds"),
+    _field("step_time_ms", NUMBER, "median training step, probes excluded, warm-up dropped", True),
+    _field("optimizer_time_ms", NUMBER, "median time of the optimizer's step alone", True),
+    _field("estimate_time_ms", NUMBER, "time of one gradient estimate", True),
+    _field("final_loss", NUMBER, "the task's headline objective at the end", True),
+    *(_field(name, NUMBER, "probe statistic at the last probe (docs/design.md)", True) for name in PROBE_FIELDS),
+    _field("probe_time_ms", NUMBER, "wall time of the last probe's M draws", True),
+    _field("probe_vectorized", NUMBER, "1 if the last probe's draws were vectorized, 0 if looped", True),
+    _field("reference", str, f"one of {', '.join(REFERENCE_KINDS)}"),
+    _field("error", str, "why the run is not ok", True),
+    _field("samples", int, "S, samples per gradient estimate", True),
+    _field("probe_draws", int, "M, gradient estimates per probe"),
+    _field("threads", int, "torch threads the run used"),
+    _field("config_digest", str, "fingerprint of what the run computes (resuming skips only a match)"),
+    _field("variant_digest", str, "fingerprint of the configuration without the seed"),
+    _field("python_version", str, "versions and provenance"),
+    _field("torch_version", str, "versions and provenance"),
+    _field("numpy_version", str, "versions and provenance"),
+    _field("hydra_version", str, "versions and provenance"),
+    _field("git_commit", str, "the commit of the code (null outside a git checkout)", True),
+    _field("hostname", str, "the machine"),
+)
+"""Every field ``summary.json`` always has. Optional fields (present in some runs only) are in
+``OPTIONAL_FIELDS``."""
+
+OPTIONAL_FIELDS: tuple[Field, ...] = (
+    _field("diverged_step", int, "the step that diverged (status diverged)"),
+)
+
+FIELDS = {field.name: field for field in (*SUMMARY_FIELDS, *OPTIONAL_FIELDS)}
+
+
+def empty_summary() -> dict[str, Any]:
+    """A summary with every field present and null, for the runner to fill in."""
+    return {field.name: None for field in SUMMARY_FIELDS}
+
+
+def warmup_steps(count: int) -> int:
+    """Steps dropped from the start of a run's step times before their median: min(5, count // 10).
+
+    The first steps pay for lazy initialization (allocations, the optimizer's state, caches); a short run
+    keeps most of its steps.
+    """
+    return min(5, count // 10)
+
+
+def steady_median(times: Sequence[float]) -> float | None:
+    """The median of ``times`` after the warm-up steps (``warmup_steps``); None when there are none."""
+    if not times:
+        return None
+    return statistics.median(times[warmup_steps(len(times)) :])
+
+
+def summary_problems(summary: Any) -> list[str]:
+    """What is wrong with a parsed ``summary.json`` against this contract; empty when nothing is."""
+    if not isinstance(summary, dict):
+        return [f"is a JSON {type(summary).__name__}, not an object"]
+    problems = []
+    for field in SUMMARY_FIELDS:
+        if field.name not in summary:
+            problems.append(f"lacks the field '{field.name}'")
+    for name, value in summary.items():
+        field = FIELDS.get(name)
+        if field is None:
+            continue  # extra fields are allowed (a task's or a study's own)
+        if value is None:
+            if not field.nullable:
+                problems.append(f"'{name}' is null, but it must be {type_names(field)}")
+            continue
+        if isinstance(value, bool) or not isinstance(value, field.types):
+            problems.append(f"'{name}' is {type(value).__name__} {value!r:.40}, but it must be {type_names(field)}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"'{name}' is {value}, which strict JSON does not allow (null instead)")
+    status = summary.get("status")
+    if isinstance(status, str) and status not in STATUSES:
+        problems.append(f"status {status!r} is not one of {', '.join(STATUSES)}")
+    if isinstance(status, str) and status != "ok" and not summary.get("error"):
+        problems.append(f"status {status!r} without an 'error' saying why")
+    reference = summary.get("reference")
+    if isinstance(reference, str) and reference not in REFERENCE_KINDS:
+        problems.append(f"reference {reference!r} is not one of {', '.join(REFERENCE_KINDS)}")
+    kind = summary.get("kind")
+    if isinstance(kind, str) and kind not in RUN_KINDS:
+        problems.append(f"kind {kind!r} is not one of {', '.join(RUN_KINDS)}")
+    if reference == "none":
+        invented = [name for name in ("grad_bias", "grad_bias_sq", "grad_mse", "grad_cos") if summary.get(name) is not None]
+        if invented:
+            problems.append(f"reference is none, yet the bias fields {', '.join(invented)} have values")
+    return problems
+
+
+def type_names(field: Field) -> str:
+    names = {int: "an integer", float: "a number", str: "a string"}
+    kinds = " or ".join(dict.fromkeys(names.get(kind, kind.__name__) for kind in field.types))
+    return kinds + (" or null" if field.nullable else "")
