@@ -68,3 +68,24 @@ def test_mean_ci_is_the_t_interval():
 def test_report_on_a_folder_without_runs_exits_2(tmp_path):
     result = run_cli("bench.report", str(tmp_path))
     assert result.returncode == 2 and "no run summaries" in result.stderr
+
+
+def test_a_run_redone_with_force_shares_the_label_of_its_seeds(tmp_path):
+    # Seeds 0 and 1 of one configuration, each run again with force=true into a folder of its own (as a run
+    # redone elsewhere below the report folder): force changes how a run is scheduled, not what it computes.
+    result = run_cli(
+        "bench",
+        "-m",
+        "task=toy",
+        "estimator=st",
+        "seed=0,1",
+        "force=false,true",
+        "steps=20",
+        "probe.draws=4",
+        "hydra.sweep.subdir=job${hydra.job.num}",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr
+    summaries = load_runs(tmp_path).summaries
+    assert len(summaries) == 4 and set(summaries["seed"]) == {0, 1}
+    assert set(summaries["label"]) == {"st"}, summaries[["run", "label"]]
