@@ -46,10 +46,17 @@ def drop_names(node: Any) -> Any:
     return node
 
 
+# Keys of a group config that describe it rather than construct it: its name, and (tasks) the report panels
+# it declares (read by ``bench.report`` from the run's ``.hydra/config.yaml``).
+NOT_ARGUMENTS = ("name", "report")
+
+
 def build(config: DictConfig, **kwargs: Any) -> Any:
-    """Instantiate a config group node, dropping its ``name`` keys; config errors come out as ConfigError."""
+    """Instantiate a config group node, dropping its ``name`` and ``report`` keys; config errors come out as
+    ConfigError."""
     node = drop_names(OmegaConf.to_container(config, resolve=True))
-    node.pop("name", None)
+    for key in NOT_ARGUMENTS:
+        node.pop(key, None)
     try:
         return instantiate(node, **kwargs)
     except (InstantiationException, EstimatorError, ConfigError, TypeError, ValueError) as error:

@@ -30,8 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -42,11 +41,11 @@ LATENT_KINDS = ("categorical", "gaussian", "codebook", "none")
 Objective = Callable[[Tensor], Tensor]
 
 
-@dataclass
-class Gaussian:
+class Gaussian(NamedTuple):
     """Parameters of a diagonal Gaussian N(mean, diag exp(log_scale)²); the ``gaussian`` latent kind.
 
-    (The ``categorical`` kind passes its logits as a plain tensor of shape ``(*B, C)``.)
+    (The ``categorical`` kind passes its logits as a plain tensor of shape ``(*B, C)``.) A ``NamedTuple``, so
+    that ``torch.func`` and pytree utilities see its two tensors without a registration.
     """
 
     mean: Tensor

@@ -22,7 +22,7 @@ benchmark:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -30,22 +30,27 @@ from torch import Tensor, nn
 from estimators.base import EstimatorError
 
 
-@dataclass
-class Codebook:
-    """Parameters of a vector quantizer; the ``codebook`` latent kind.
-
-    ``z_e`` holds the encoder outputs, shape ``(*B, d)``; ``codebook`` the K codes, shape ``(K, d)``.
-    """
-
+class CodebookFields(NamedTuple):
     z_e: Tensor
     codebook: Tensor
 
-    def __post_init__(self) -> None:
-        if self.codebook.dim() != 2 or self.z_e.dim() < 1 or self.z_e.shape[-1] != self.codebook.shape[-1]:
+
+class Codebook(CodebookFields):
+    """Parameters of a vector quantizer; the ``codebook`` latent kind.
+
+    ``z_e`` holds the encoder outputs, shape ``(*B, d)``; ``codebook`` the K codes, shape ``(K, d)``. A
+    ``NamedTuple`` (so that ``torch.func`` and pytree utilities see its two tensors), checked when built.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, z_e: Tensor, codebook: Tensor) -> Codebook:
+        if codebook.dim() != 2 or z_e.dim() < 1 or z_e.shape[-1] != codebook.shape[-1]:
             raise EstimatorError(
                 f"A codebook latent needs z_e of shape (*batch, d) and a codebook of shape (K, d); got z_e "
-                f"{tuple(self.z_e.shape)} and codebook {tuple(self.codebook.shape)}."
+                f"{tuple(z_e.shape)} and codebook {tuple(codebook.shape)}."
             )
+        return super().__new__(cls, z_e, codebook)
 
     def squared_distances(self) -> Tensor:
         """‖z_e − e_k‖² for every code, shape ``(*B, K)``."""

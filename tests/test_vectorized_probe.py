@@ -328,3 +328,28 @@ def test_gradient_statistics_equal_the_design_formulas() -> None:
     no_reference = gradient_statistics(gradients, None)
     assert math.isnan(no_reference["grad_bias"]) and math.isnan(no_reference["grad_mse"])
     assert gradient_statistics(torch.ones(4, 3, dtype=torch.float64), None)["grad_snr"] == math.inf
+
+
+def test_split_parameters_flattens_every_distribution_kind_with_pytree() -> None:
+    # Guards the private torch.utils._pytree calls behind split_parameters: a Gaussian and a Codebook
+    # (NamedTuples), plain logits, and nested containers with a constant inside flatten to their tensors in
+    # order and rebuild to the same type with the replacements in place.
+    from estimators import Codebook, Gaussian
+
+    mean, log_scale = torch.zeros(3), torch.ones(3)
+    z_e, codes = torch.zeros(2, 4), torch.ones(5, 4)
+    cases = [
+        (torch.zeros(2, 3), [torch.zeros(2, 3)]),
+        (Gaussian(mean, log_scale), [mean, log_scale]),
+        (Codebook(z_e, codes), [z_e, codes]),
+        ({"a": mean, "b": (log_scale, 7)}, [mean, log_scale]),
+    ]
+    for params, tensors in cases:
+        leaves, rebuild = split_parameters(params)
+        assert len(leaves) == len(tensors) and all(a is b for a, b in zip(leaves, tensors, strict=True))
+        replaced = [leaf + 1 for leaf in leaves]
+        rebuilt = rebuild(replaced)
+        assert type(rebuilt) is type(params)
+        again, _ = split_parameters(rebuilt)
+        assert all(a is b for a, b in zip(again, replaced, strict=True))
+    assert rebuild([mean, log_scale])["b"][1] == 7  # the constant leaf passes through

@@ -1,0 +1,167 @@
+"""Gradient probes: M independent gradient estimates at frozen parameters, and their statistics.
+
+``probe`` draws the M estimates on the task's fixed probe batch (``bench.probe.draws``: one batched
+``torch.func`` computation where the task and estimator allow it, else the per-draw loop) and computes their
+statistics against the task's reference gradient (``bench.probe.statistics``).
+"""
+
+from __future__ import annotations
+
+import logging
+from statistics import median
+import time
+from typing import Any
+
+from bench.contract import PROBE_FIELDS
+from bench.errors import ConfigError
+from bench.probe.draws import draw_gradients, draw_gradients_vectorized, split_parameters
+from bench.probe.statistics import flatten, gradient_statistics
+from bench.tasks.base import Task
+from estimators.base import Estimator
+
+__all__ = [
+    "PROBE_FIELDS",
+    "check_vectorize",
+    "draw_gradients",
+    "draw_gradients_vectorized",
+    "flatten",
+    "gradient_statistics",
+    "probe",
+    "split_parameters",
+    "vectorization_blocker",
+]
+
+VECTORIZE_CHOICES = ("auto", "true", "false")
+TIMED_ESTIMATES = 3  # single draws timed after a vectorized probe, for estimate_time_ms
+
+log = logging.getLogger(__name__)
+
+# Pairs (task class, estimator class) whose vectorized draw failed at run time in ``auto`` mode, with the
+# reason: they are not tried again in this process.
+runtime_blockers: dict[tuple[type, type], str] = {}
+# Pairs whose fallback to the loop was already logged: it is said once per process, not at every probe.
+reported_fallbacks: set[tuple[type, type]] = set()
+
+
+def vectorize_mode(value: Any) -> str:
+    """``probe.vectorize`` as one of ``auto``, ``true``, ``false`` (YAML booleans accepted)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    mode = "auto" if value is None else str(value).strip().lower()
+    if mode not in VECTORIZE_CHOICES:
+        raise ConfigError(
+            f"probe.vectorize must be auto (vectorize where possible, else the per-draw loop), true or "
+            f"false; got probe.vectorize={value!r}."
+        )
+    return mode
+
+
+def vectorization_blocker(task: Task, estimator: Estimator) -> str | None:
+    """Why the M estimates of this task and estimator cannot be drawn in one ``vmap``; None if they can.
+
+    An estimator or task opts out with a class attribute ``vectorizable = False`` and says why in
+    ``vectorizable_reason`` (e.g. a custom ``autograd.Function`` without a vmap rule, or an encoder that is
+    itself random). A task that overrides ``loss`` cannot be split into distribution, objective and
+    deterministic parts, which the vectorized path needs.
+    """
+    for role, part in (("estimator", estimator), ("task", task)):
+        if not getattr(part, "vectorizable", True):
+            reason = getattr(part, "vectorizable_reason", "") or "no reason given"
+            return f"{role} {type(part).__name__} declares vectorizable = False: {reason}"
+    if type(task).loss is not Task.loss:
+        return (
+            f"task {type(task).__name__} overrides loss(), so the probe cannot split it into the "
+            f"distribution, objective and deterministic parts that the vectorized path differentiates "
+            f"separately"
+        )
+    return runtime_blockers.get((type(task), type(estimator)))
+
+
+def check_vectorize(value: Any, task: Task, estimator: Estimator) -> str:
+    """Validate ``probe.vectorize`` for this task and estimator before training; returns the mode.
+
+    ConfigError for a value other than auto/true/false, and for ``true`` when the pair cannot be vectorized.
+    """
+    mode = vectorize_mode(value)
+    blocker = vectorization_blocker(task, estimator) if mode == "true" else None
+    if blocker is not None:
+        raise ConfigError(
+            f"probe.vectorize=true, but {blocker}. Use probe.vectorize=auto to fall back to the per-draw "
+            f"loop for this estimator and task."
+        )
+    return mode
+
+
+def report_fallback(task: Task, estimator: Estimator, reason: str, level: int = logging.INFO) -> None:
+    key = (type(task), type(estimator))
+    if key not in reported_fallbacks:
+        reported_fallbacks.add(key)
+        log.log(
+            level,
+            "gradient probe uses the per-draw loop for %s / %s: %s",
+            type(task).__name__,
+            type(estimator).__name__,
+            reason,
+        )
+
+
+def probe(
+    task: Task, estimator: Estimator, samples: int, draws: int, vectorize: Any = "auto"
+) -> dict[str, float]:
+    """Run one probe on the task's fixed probe batch; adds ``estimate_time_ms`` (time of one estimate).
+
+    ``vectorize`` (``probe.vectorize``): ``auto`` draws the M estimates in one batched computation where
+    ``vectorization_blocker`` finds nothing against it, else with the per-draw loop (logged once per task and
+    estimator); ``true`` insists (ConfigError if blocked); ``false`` always loops. ``probe_vectorized`` (1 or
+    0) records which path ran, ``probe_time_ms`` the time of the M draws.
+
+    ``estimate_time_ms`` is the time of ONE gradient estimate computed on its own, as in training, whichever
+    path drew the M estimates: the loop's time divided by M, or, after a vectorized probe, the median of
+    ``TIMED_ESTIMATES`` separately timed single draws (their gradients are discarded). The amortized cost of
+    a vectorized draw would rank estimators by how well they vectorize, not by what they cost in training.
+    """
+    mode = check_vectorize(vectorize, task, estimator)
+    batch = task.probe_batch()
+    batches = task.probe_batches(draws)  # one data batch per draw, or None: every draw uses ``batch``
+    blocker = vectorization_blocker(task, estimator) if mode != "false" else None
+    if batches is not None and mode != "false":
+        blocker = blocker or "the task draws a fresh data batch for every draw (Task.probe_batches)"
+    if blocker is not None and mode == "true":
+        raise ConfigError(
+            f"probe.vectorize=true, but {blocker}. Use probe.vectorize=auto to fall back to the per-draw "
+            f"loop."
+        )
+    if blocker is not None:
+        report_fallback(task, estimator, blocker)
+    vectorized = mode != "false" and blocker is None
+    start = time.perf_counter()
+    if vectorized:
+        try:
+            gradients = draw_gradients_vectorized(task, estimator, samples, batch, draws)
+        except (RuntimeError, NotImplementedError) as error:
+            # torch.func refuses some operations (.item(), data-dependent Python control flow, an
+            # autograd.Function without a vmap rule); in auto mode the loop computes the same statistics.
+            if mode == "true":
+                raise
+            reason = f"the vectorized draw failed with {type(error).__name__}: {str(error).splitlines()[0]}"
+            runtime_blockers[(type(task), type(estimator))] = reason
+            report_fallback(task, estimator, reason, logging.WARNING)
+            vectorized = False
+            start = time.perf_counter()
+    if not vectorized:
+        gradients = draw_gradients(task, estimator, samples, batch, draws, batches)
+    elapsed = time.perf_counter() - start
+    estimate_time = elapsed / draws
+    if vectorized:
+        single = []
+        for _ in range(TIMED_ESTIMATES):
+            started = time.perf_counter()
+            draw_gradients(task, estimator, samples, batch, 1)
+            single.append(time.perf_counter() - started)
+        estimate_time = median(single)
+    reference = task.reference_gradient(batch)
+    stats = gradient_statistics(gradients, flatten(reference) if reference is not None else None)
+    stats["estimate_time_ms"] = 1000 * estimate_time
+    stats["probe_time_ms"] = 1000 * elapsed
+    stats["probe_vectorized"] = float(vectorized)
+    return stats

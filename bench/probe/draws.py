@@ -1,0 +1,190 @@
+"""The M gradient estimates of a probe, drawn two ways that give the same statistics.
+
+``draw_gradients`` runs ``task.loss`` M times (the per-draw loop); ``draw_gradients_vectorized`` draws them in
+one batched computation with ``torch.func``, because the randomness enters after the encoder: the encoder runs
+once and batched vector-Jacobian products carry the M draws through it (``docs/design.md``, "Implementation
+notes").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+from torch.utils import _pytree as pytree
+
+from bench.probe.statistics import flatten
+from bench.tasks.base import Task
+from estimators.base import Estimator
+
+
+def draw_gradients(
+    task: Task, estimator: Estimator, samples: int, batch: Any, draws: int, batches: list[Any] | None = None
+) -> Tensor:
+    """M gradient estimates of ``task.loss`` with respect to the probed parameters, shape (M, P).
+
+    Every draw uses ``batch``, or draw m uses ``batches[m]`` when given (``Task.probe_batches``).
+
+    The estimator is put in eval mode so that stateful parts (an EMA baseline) are read, not updated.
+    """
+    parameters = list(task.probed_parameters().values())
+    was_training = estimator.training
+    estimator.eval()
+    try:
+        rows = []
+        for draw in range(draws):
+            loss = task.loss(estimator, samples, batch if batches is None else batches[draw])
+            rows.append(
+                flatten(torch.autograd.grad(loss, parameters, allow_unused=True, materialize_grads=True))
+            )
+    finally:
+        estimator.train(was_training)
+    return torch.stack(rows)
+
+
+def split_parameters(params: Any) -> tuple[list[Tensor], Callable[[list[Tensor]], Any]]:
+    """The tensors inside distribution parameters and a function that rebuilds them from replacements.
+
+    ``params`` is any pytree of tensors: a tensor (categorical logits), a ``NamedTuple`` of tensors
+    (``estimators.Gaussian``, ``estimators.Codebook``), or tuples, lists and dicts of these. Leaves that are
+    not tensors are constants, passed through unchanged. Flattening is ``torch.utils._pytree``'s (private in
+    every supported torch; namedtuples, tuples, lists and dicts are the node types it has always known, and
+    ``tests/test_vectorized_probe.py`` guards the calls used here).
+    """
+    leaves, spec = pytree.tree_flatten(params)
+    positions = [index for index, leaf in enumerate(leaves) if isinstance(leaf, Tensor)]
+
+    def rebuild(tensors: list[Tensor]) -> Any:
+        replaced = list(leaves)
+        for index, tensor in zip(positions, tensors, strict=True):
+            replaced[index] = tensor
+        return pytree.tree_unflatten(replaced, spec)
+
+    return [leaves[index] for index in positions], rebuild
+
+
+class StochasticPart(nn.Module):
+    """``estimator(params, f, S).mean()`` as a function of the distribution parameters' tensors.
+
+    A module holding the task and the estimator, so that ``torch.func.functional_call`` can swap in the
+    task parameters that f reads directly (a decoder's weights, when those are probed). f is built inside
+    ``forward`` so that it reads the swapped parameters.
+    """
+
+    def __init__(self, task: Task, estimator: Estimator, samples: int, batch: Any, rebuild: Callable) -> None:
+        super().__init__()
+        self.task, self.estimator = task, estimator
+        self.samples, self.batch, self.rebuild = samples, batch, rebuild
+
+    def forward(self, leaves: list[Tensor]) -> Tensor:
+        return self.estimator(self.rebuild(leaves), self.task.objective(self.batch), self.samples).mean()
+
+
+def read_directly(stochastic: StochasticPart, leaves: list[Tensor], targets: list[Tensor]) -> list[bool]:
+    """Which probed parameters f reads other than through the distribution parameters (one trial draw)."""
+    with torch.enable_grad():
+        trial = [leaf.detach().requires_grad_(leaf.requires_grad) for leaf in leaves]
+        value = stochastic(trial)
+        if not value.requires_grad:
+            return [False] * len(targets)
+        used = torch.autograd.grad(value, targets, allow_unused=True)
+    return [gradient is not None for gradient in used]
+
+
+def draw_gradients_vectorized(
+    task: Task, estimator: Estimator, samples: int, batch: Any, draws: int, chunk_size: int | None = None
+) -> Tensor:
+    """The same M estimates as ``draw_gradients`` (shape (M, P)), drawn in one batched computation.
+
+    The randomness enters after the encoder (DESIGN.md, "Implementation notes"), so:
+
+    1. ``params = task.distribution(batch)`` is computed once, with its autograd graph to the probed
+       parameters; the deterministic term's gradient is the same in every draw and is computed once;
+    2. the M gradients of ``estimator(params, f, S)`` with respect to the tensors of ``params`` (and to
+       probed parameters that f reads directly, through ``functional_call``) come from
+       ``vmap(grad(.), randomness="different")``: every draw gets its own noise from the global generator;
+    3. one batched vector-Jacobian product (``autograd.grad(..., is_grads_batched=True)``) maps them back
+       through the encoder to the probed parameters. Where the distribution parameters ARE the probed
+       parameters (``toy``, ``gaussian``) that map is the identity and is skipped.
+
+    The estimator is in eval mode, so an EMA baseline is read, not updated. This assumes that
+    ``task.distribution`` is deterministic; a task whose encoder is random declares ``vectorizable = False``.
+    ``chunk_size`` bounds memory by vectorizing that many draws at a time.
+    """
+    targets = list(task.probed_parameters().values())
+    position = {id(target): index for index, target in enumerate(targets)}
+    module_names = {id(parameter): name for name, parameter in task.named_parameters(remove_duplicate=False)}
+    was_training = estimator.training
+    estimator.eval()
+    try:
+        with torch.enable_grad():
+            params = task.distribution(batch)
+            leaves, rebuild = split_parameters(params)
+            deterministic = task.deterministic(params, batch)
+            fixed = (
+                torch.autograd.grad(deterministic, targets, allow_unused=True, retain_graph=True)
+                if deterministic.requires_grad
+                else [None] * len(targets)
+            )
+        stochastic = StochasticPart(task, estimator, samples, batch, rebuild)
+        direct = [
+            target
+            for target, used in zip(targets, read_directly(stochastic, leaves, targets), strict=True)
+            if used
+        ]
+        if any(id(target) not in module_names for target in direct):
+            raise RuntimeError(
+                "f reads a probed tensor that is not a registered parameter of the task, so functional_call "
+                "cannot differentiate it"
+            )
+        direct_values = {f"task.{module_names[id(target)]}": target.detach() for target in direct}
+
+        def one_draw(leaf_values: list[Tensor], swapped: dict[str, Tensor], draw: Tensor) -> Tensor:
+            return functional_call(stochastic, swapped, (leaf_values,))
+
+        batched = vmap(
+            grad(one_draw, argnums=(0, 1)),
+            in_dims=(None, None, 0),
+            randomness="different",
+            chunk_size=chunk_size,
+        )
+        with torch.no_grad():  # grad() differentiates regardless; no outer autograd graph is recorded
+            leaf_gradients, direct_gradients = batched(
+                [leaf.detach() for leaf in leaves], direct_values, torch.zeros(draws)
+            )
+        # Per probed parameter, the (M, *shape) terms of its gradient, summed straight into the output.
+        parts: list[list[Tensor]] = [[] for _ in targets]
+        through_encoder = []
+        for leaf, gradient in zip(leaves, leaf_gradients, strict=True):
+            if id(leaf) in position:
+                parts[position[id(leaf)]].append(gradient)
+            elif leaf.requires_grad:
+                through_encoder.append((leaf, gradient))
+        if through_encoder:
+            mapped = torch.autograd.grad(
+                [leaf for leaf, _ in through_encoder],
+                targets,
+                grad_outputs=[gradient for _, gradient in through_encoder],
+                is_grads_batched=True,
+                allow_unused=True,
+            )
+            for index, gradient in enumerate(mapped):
+                if gradient is not None:
+                    parts[index].append(gradient)
+        for target in direct:
+            parts[position[id(target)]].append(direct_gradients[f"task.{module_names[id(target)]}"])
+    finally:
+        estimator.train(was_training)
+    sizes = [target.numel() for target in targets]
+    gradients = torch.empty((draws, sum(sizes)), dtype=targets[0].dtype, device=targets[0].device)
+    for terms, constant, view in zip(parts, fixed, gradients.split(sizes, dim=1), strict=True):
+        if not terms:
+            view.zero_()
+        for number, term in enumerate(terms):
+            view.copy_(term.reshape(draws, -1)) if number == 0 else view.add_(term.reshape(draws, -1))
+        if constant is not None:  # the deterministic term: the same in every draw
+            view.add_(constant.reshape(1, -1))
+    return gradients
