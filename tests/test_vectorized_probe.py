@@ -30,6 +30,7 @@ from bench.probe import (
     draw_gradients_vectorized,
     gradient_statistics,
     probe,
+    split_parameters,
     vectorization_blocker,
     vectorize_mode,
 )
