@@ -338,9 +338,9 @@ def test_split_parameters_flattens_every_distribution_kind_with_pytree() -> None
     from estimators import Codebook, Gaussian
 
     mean, log_scale = torch.zeros(3), torch.ones(3)
-    z_e, codes = torch.zeros(2, 4), torch.ones(5, 4)
+    z_e, codes, logits = torch.zeros(2, 4), torch.ones(5, 4), torch.zeros(2, 3)
     cases = [
-        (torch.zeros(2, 3), [torch.zeros(2, 3)]),
+        (logits, [logits]),
         (Gaussian(mean, log_scale), [mean, log_scale]),
         (Codebook(z_e, codes), [z_e, codes]),
         ({"a": mean, "b": (log_scale, 7)}, [mean, log_scale]),
