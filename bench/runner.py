@@ -7,6 +7,7 @@ run's files by the results contract (``bench.contract``). It knows tasks only th
 
 from __future__ import annotations
 
+import cmath
 import inspect
 import math
 import sys
@@ -52,18 +53,17 @@ class Recorder:
 
 
 def finite_gradients(parameters: list[torch.Tensor]) -> bool:
-    def values(
-        grad: torch.Tensor,
-    ) -> torch.Tensor:  # a sparse gradient (nn.Embedding(sparse=True)): its entries
-        return grad._values() if grad.is_sparse else grad
-
-    gradients = [values(p.grad) for p in parameters if p.grad is not None]
-    if not gradients:
-        return True
-    # Fast path (python -m bench.perf: ~40 µs instead of ~140 µs per VAE step): one fused norm per tensor; a
-    # non-finite entry makes its norm non-finite. A norm can also overflow for huge finite entries, so a
-    # non-finite norm is confirmed entry by entry.
-    if bool(torch.stack(torch._foreach_norm(gradients)).isfinite().all()):
+    """Whether every entry of every gradient (a sparse gradient's stored values) is finite."""
+    gradients = [
+        p.grad._values() if p.grad.is_sparse else p.grad  # sparse: nn.Embedding(sparse=True)
+        for p in parameters
+        if p.grad is not None
+    ]
+    # Fast path (python -m bench.perf: ~20 µs per VAE step, against ~30 µs for fused norms and ~140 µs entry
+    # by entry): one sum per tensor, added up as Python floats. A non-finite entry makes its tensor's sum
+    # non-finite (inf − inf is nan), and so the total. A sum can also overflow for huge finite entries, so a
+    # non-finite total is confirmed entry by entry.
+    if cmath.isfinite(sum([gradient.sum().item() for gradient in gradients])):  # cmath: complex ones too
         return True
     return all(bool(torch.isfinite(gradient).all()) for gradient in gradients)
 
@@ -145,8 +145,9 @@ def train(
         file=sys.stderr,
         dynamic_ncols=True,
     )
+    show_progress, clock = not progress.disable, time.perf_counter
     for step in progress:
-        started = time.perf_counter()
+        started = clock()
         scheduled = estimator.on_step(step) or {}  # e.g. the temperature, when a schedule moved it
         if scheduled:
             recorder.add(step, scheduled)
@@ -154,10 +155,10 @@ def train(
         loss = task.loss(estimator, samples, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        value = float(loss.detach())
+        value = loss.item()
         if not (math.isfinite(value) and finite_gradients(parameters)):
             raise Diverged(f"the loss or a gradient became non-finite (loss={value}) at step {step}", step)
-        optimizer_started = time.perf_counter()
+        optimizer_started = clock()
         try:
             optimizer.step()
         except (RuntimeError, ValueError) as error:
@@ -170,7 +171,7 @@ def train(
                 f"at its first step it said: {error}. Check the task's settings (e.g. whether its gradients "
                 f"are sparse: task.sparse) against the optimizer."
             ) from None
-        finished = time.perf_counter()
+        finished = clock()
         step_times.append(finished - started)
         optimizer_times.append(finished - optimizer_started)
         recorder.completed_steps = step
@@ -178,7 +179,8 @@ def train(
         running_loss, running_count = running_loss + value, running_count + 1
         if step % log_every == 0:
             recorder.add(step, {"train_loss": running_loss / running_count, **extra})
-            progress.set_postfix(loss=f"{running_loss / running_count:.4g}", refresh=False)
+            if show_progress:
+                progress.set_postfix(loss=f"{running_loss / running_count:.4g}", refresh=False)
             running_loss, running_count = 0.0, 0
         if step in planned:
             do_probe(step)
