@@ -1,11 +1,13 @@
 """`python -m bench.report DIR` on a real sweep: summary.csv, figures, and a Markdown report."""
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
 
-from bench.report import load_runs, mean_ci
+from bench.report import load_runs, main, mean_ci, write_report
+from bench.report.labels import labels, settings
 from tests.helpers import run_cli
 
 
@@ -89,3 +91,61 @@ def test_a_run_redone_with_force_shares_the_label_of_its_seeds(tmp_path):
     summaries = load_runs(tmp_path).summaries
     assert len(summaries) == 4 and set(summaries["seed"]) == {0, 1}
     assert set(summaries["label"]) == {"st"}, summaries[["run", "label"]]
+
+
+def config(estimator: dict, optimizer: dict, task: dict | None = None, **top) -> dict:
+    """A resolved config as Hydra saves it: groups, then top-level keys."""
+    task = {"name": "toy", "_target_": "bench.tasks.toy.Toy", "t": 0.45, **(task or {})}
+    return {"task": task, "estimator": estimator, "optimizer": optimizer, "seed": 0, "steps": 20, **top}
+
+
+def label_runs(*runs: tuple[dict, dict]) -> list[str]:
+    """Labels of runs given as (summary fields, resolved config)."""
+    frame = pd.DataFrame([{"task": "toy", "samples": 1, **summary} for summary, _ in runs])
+    return labels(frame, {index: settings(config) for index, (_, config) in enumerate(runs)}).tolist()
+
+
+def test_labels_name_what_varies_between_configurations_of_the_same_names():
+    adam = {"name": "adam", "lr": 0.01}
+    gumbel = {"name": "gumbel", "tau": 1.0}
+    rloo = {"name": "rloo", "baseline": "loo"}
+    names = {"optimizer": "adam"}
+    # estimator.tau differs between gumbel and rloo only because they are different estimators.
+    assert label_runs(
+        ({"estimator": "gumbel", **names}, config(gumbel, adam)),
+        ({"estimator": "rloo", **names}, config(rloo, adam)),
+    ) == ["gumbel", "rloo"]
+    # Within gumbel it varies: named, without its group prefix; seed, force and threads never are.
+    assert label_runs(
+        ({"estimator": "gumbel", **names}, config(gumbel, adam)),
+        ({"estimator": "gumbel", **names}, config({**gumbel, "tau": 0.5}, adam, seed=1, force=True)),
+        ({"estimator": "rloo", **names}, config(rloo, adam)),
+    ) == ["gumbel tau=1.0", "gumbel tau=0.5", "rloo"]
+    # An optimizer study: the estimator is the same for all, so the label is the optimizer alone; lr differs
+    # between adam and sgd, which are different optimizers.
+    none = {"name": "none"}
+    assert label_runs(
+        ({"estimator": "none", "optimizer": "adam"}, config(none, adam)),
+        ({"estimator": "none", "optimizer": "sgd"}, config(none, {"name": "sgd", "lr": 0.1})),
+    ) == ["adam", "sgd"]
+    # A task setting and a top-level setting that vary; S from the summary where it varies.
+    assert label_runs(
+        ({"estimator": "st", **names}, config({"name": "st"}, adam, task={"t": 0.3})),
+        ({"estimator": "rloo", **names, "samples": 2}, config(rloo, adam, steps=40)),
+    ) == ["st S=1 steps=20 t=0.3", "rloo S=2 steps=40 t=0.45"]
+
+
+def test_a_report_rebuilt_from_its_tables_alone_is_the_same(sweep, tmp_path):
+    original = write_report(sweep, tmp_path / "original")
+    tables = tmp_path / "tables"  # away from the run folders
+    tables.mkdir()
+    for name in ("summary.csv", "curves.csv"):
+        shutil.copy(original / name, tables / name)
+    curves = pd.read_csv(tables / "curves.csv")
+    assert list(curves.columns) == ["run", "step", "metric", "value"] and curves["run"].nunique() == 6
+    assert main(["--from-tables", str(tables), "--out", str(tmp_path / "rebuilt")]) == 0
+    rebuilt = tmp_path / "rebuilt"
+    assert (rebuilt / "report.md").read_text() == (original / "report.md").read_text()
+    figures = sorted(path.name for path in original.glob("*.png"))
+    assert figures and figures == sorted(path.name for path in rebuilt.glob("*.png"))
+    assert main(["--from-tables", str(sweep)]) == 2  # a folder of runs is not a report folder

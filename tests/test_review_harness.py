@@ -1,4 +1,4 @@
-"""Review of the harness against DESIGN.md: report tables give mean ± 95% CI over seeds."""
+"""Report tables give mean ± 95% CI over distinct seeds, and configurations that look alike are not pooled."""
 
 from __future__ import annotations
 
@@ -33,8 +33,9 @@ def test_report_ci_is_over_distinct_seeds_when_a_seed_was_run_twice() -> None:
 
 
 def test_configurations_that_look_alike_are_not_pooled(config_factory, tmp_path):
-    # Seeds of one configuration share a label; the same names with a different setting (here `steps`, as an
-    # experiment file would set it without a command-line override) get labels told apart by a fingerprint.
+    # Seeds of one configuration share a label; the same names with a different setting (here `steps`) get
+    # labels told apart by a fingerprint. These runs have no .hydra/ (the runner called directly), so their
+    # labels come from their summaries, where nothing but the fingerprint tells them apart.
     from bench.report import load_runs
     from bench.runner import run
 

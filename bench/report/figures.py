@@ -127,8 +127,9 @@ def figure_panels(
         finished = frame[frame["status"] == "ok"]
         seeds += finished.groupby("label")["seed"].nunique().tolist()
         stopped = stopped or (frame["status"] != "ok").any()
-        if single:
-            axis.set(xlabel="training step", ylabel=panel.title + (" (log scale)" if panel.log else ""))
+        if single:  # the title names the panel; a long one would not fit along the axis
+            ylabel = panel.title if len(panel.title) <= 40 else panel.metric
+            axis.set(xlabel="training step", ylabel=ylabel + (" (log scale)" if panel.log else ""))
         else:
             axis.set(title=panel.title, xlabel="training step", ylabel="")
         if axis.get_legend() is not None:

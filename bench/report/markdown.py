@@ -8,10 +8,12 @@ task adds comes from its declaration.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
+from bench.contract import PROBE_FIELDS, STATUSES
 from bench.report.declarations import Panel, Section, task_sections
 from bench.report.figures import figure_bias_variance, figure_by_training_time, figure_panels, figure_variance
 from bench.report.statistics import aggregate, column_table, format_ci, time_to_target
@@ -32,17 +34,22 @@ METRIC_NOTES = {
     "time to target": "training time (step × median step time) until the objective first reaches the target",
 }
 
-TABLE_COLUMNS = [
-    "final_loss",
-    "grad_variance",
-    "grad_bias",
-    "bias_in_se",
-    "grad_mse",
-    "grad_cos",
-    "step_time_ms",
-    "estimate_time_ms",
-    "work_variance",
-]
+NOT_IN_THE_TABLE = ("grad_bias_se", "grad_bias_sq", "grad_snr")
+"""Probe fields the table leaves to summary.csv: the SE and the square are carried by ``bias_in_se`` and
+``grad_bias``, and the SNR by the variance and the bias."""
+
+
+def table_columns() -> list[str]:
+    """The per-task table: the objective, the contract's probe statistics (``bias_in_se`` beside the bias),
+    the step and estimate times, and the work-normalized variance."""
+    probe = []
+    for name in PROBE_FIELDS:
+        if name not in NOT_IN_THE_TABLE:
+            probe += [name, "bias_in_se"] if name == "grad_bias" else [name]
+    return ["final_loss", *probe, "step_time_ms", "estimate_time_ms", "work_variance"]
+
+
+TABLE_COLUMNS = table_columns()
 
 RANKINGS = {
     "grad_mse": "mean squared error to the reference gradient (variance + squared bias)",
@@ -64,6 +71,12 @@ def markdown_table(frame: pd.DataFrame) -> str:
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     rows = ["| " + " | ".join(str(value) for value in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([header, rule, *rows])
+
+
+def in_status_order(statuses: Iterable[str]) -> list[str]:
+    """Statuses in the contract's order (``bench.contract.STATUSES``), any other after them."""
+    found = list(statuses)
+    return [status for status in STATUSES if status in found] + sorted(set(found) - set(STATUSES))
 
 
 def image(name: str) -> str:
@@ -215,12 +228,14 @@ def task_section(
     ok = runs[runs["status"] == "ok"]
     reference = ok["reference"].iloc[0] if not ok.empty else "none"
     lines = [f"## Task `{task}`", ""] + shared_names(runs)
-    counts = runs.groupby(["label", "status"]).size().unstack(fill_value=0).reset_index()
+    counts = runs.groupby(["label", "status"]).size().unstack(fill_value=0)
+    counts = counts[in_status_order(counts.columns)].reset_index()
     counts.columns.name = None
     lines += ["Runs by status:", "", markdown_table(counts), ""]
     not_ok = runs[runs["status"] != "ok"]
     if not not_ok.empty:
-        shown = not_ok[["run", "label", "seed", "status", "steps", "error"]].astype(object).fillna("")
+        shown = not_ok[["run", "label", "seed", "status", "steps", "error"]].astype(object)
+        shown = shown.where(shown.notna(), "")
         lines += ["Runs that did not finish:", "", markdown_table(shown), ""]
     table, main = main_table(ok, reference)
     lines += main
@@ -255,11 +270,12 @@ def report_text(
 ) -> str:
     """The whole report.md (writing every figure into ``directory``)."""
     root = summaries["root"].iloc[0] if "root" in summaries else ""
+    counts = summaries["status"].value_counts()
     lines = [
         f"# Report: {root}",
         "",
         f"{len(summaries)} runs; "
-        + ", ".join(f"{count} {status}" for status, count in summaries["status"].value_counts().items()),
+        + ", ".join(f"{counts[status]} {status}" for status in in_status_order(counts.index)),
         "",
     ]
     if skipped_files:
