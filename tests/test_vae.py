@@ -155,8 +155,12 @@ def test_bad_settings_are_config_errors(settings, message):
 
 
 def test_batches_follow_the_seed():
-    first, second, other = VAE(seed=1, hidden=4), VAE(seed=1, hidden=4), VAE(seed=2, hidden=4)
-    batches = [[task.train_batch(step) for step in range(1, 40)] for task in (first, second, other)]
+    first, second, other = VAE(hidden=4), VAE(hidden=4), VAE(hidden=4)
+    generators = [torch.Generator().manual_seed(seed) for seed in (1, 1, 2)]
+    batches = [
+        [task.train_batch(step, generator) for step in range(1, 40)]
+        for task, generator in zip((first, second, other), generators, strict=True)
+    ]
     assert all(torch.equal(a, b) for a, b in zip(batches[0], batches[1], strict=True))
     assert not torch.equal(batches[0][0], batches[2][0])
     assert torch.equal(first.probe_batch(), other.probe_batch())  # the probe batch is the same in every run

@@ -55,8 +55,14 @@ class Task(nn.Module):
         surrogate = estimator(params, self.objective(batch), samples)
         return surrogate.mean() + self.deterministic(params, batch)
 
-    def train_batch(self, step: int) -> Any:
-        """The data for one training step (``None`` for tasks without data)."""
+    def train_batch(self, step: int, generator: torch.Generator | None = None) -> Any:
+        """The data for one training step (``None`` for tasks without data).
+
+        ``generator`` is the run's data generator, seeded with the run's seed: draw the data order from it
+        (not from torch's global generator, which the estimators' sampling consumes), so that runs of one
+        seed train on the same data whatever the estimator. A task written with ``train_batch(self, step)``
+        keeps working; it is then called without the generator.
+        """
         return None
 
     def probe_batch(self) -> Any:

@@ -40,8 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.errors import ConfigError
 from bench.tasks.base import Task
+from bench.tasks.checks import check_arguments, flag, number, whole
+from bench.tasks.data import with_replacement
 
 Batch = tuple[Tensor, Tensor]  # (tokens (B, bag), labels (B,))
 
@@ -76,30 +77,36 @@ class EmbeddingTask(Task):
         init_scale: float = 0.1,
         eval_size: int = 5_000,
         data_seed: int = 0,
-        seed: int = 0,
     ) -> None:
         super().__init__()
-        checks = [
-            (vocabulary >= 2, f"task.vocabulary must be >= 2, got {vocabulary}."),
-            (dim >= 1, f"task.dim must be >= 1, got {dim}."),
-            (classes >= 2, f"task.classes must be >= 2, got {classes}."),
-            (bag >= 1, f"task.bag (tokens per example) must be >= 1, got {bag}."),
-            (zipf >= 0, f"task.zipf (the Zipf exponent) must be >= 0, got {zipf}."),
-            (
-                train_size >= 1 and test_size >= 1,
-                f"task.train_size and task.test_size must be >= 1, got {train_size} and {test_size}.",
+        check_arguments(
+            dict(
+                vocabulary=vocabulary,
+                dim=dim,
+                classes=classes,
+                bag=bag,
+                zipf=zipf,
+                train_size=train_size,
+                test_size=test_size,
+                batch_size=batch_size,
+                sparse=sparse,
+                init_scale=init_scale,
+                eval_size=eval_size,
             ),
-            (
-                1 <= batch_size <= train_size,
-                f"task.batch_size must be in [1, train_size={train_size}], got {batch_size}.",
-            ),
-            (init_scale > 0, f"task.init_scale must be > 0, got {init_scale}."),
-            (eval_size >= 1, f"task.eval_size must be >= 1, got {eval_size}."),
-            (isinstance(sparse, bool), f"task.sparse must be true or false, got {sparse!r}."),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+            {
+                "vocabulary": whole(least=2),
+                "dim": whole(least=1),
+                "classes": whole(least=2),
+                "bag": whole(least=1).explained("It is the number of tokens per example."),
+                "zipf": number(least=0).explained("It is the Zipf exponent."),
+                "train_size": whole(least=1),
+                "test_size": whole(least=1),
+                "batch_size": whole(least=1, most=train_size),
+                "sparse": flag(),
+                "init_scale": number(above=0),
+                "eval_size": whole(least=1),
+            },
+        )
         self.vocabulary, self.classes, self.batch_size, self.sparse = vocabulary, classes, batch_size, sparse
         data = torch.Generator().manual_seed(data_seed)
         hidden = torch.randn(vocabulary, classes, generator=data)
@@ -114,7 +121,6 @@ class EmbeddingTask(Task):
         nn.init.normal_(self.tokens.weight, std=init_scale)
         nn.init.normal_(self.class_table.weight, std=1.0 / dim**0.5)
 
-        self.batches = torch.Generator().manual_seed(seed)  # the order of the training batches
         self.seen = torch.zeros(vocabulary, dtype=torch.bool)
         self.previous_rows = torch.zeros(0, dtype=torch.long)
         self.watched: dict[str, tuple[Tensor, Tensor]] = {}
@@ -134,11 +140,12 @@ class EmbeddingTask(Task):
 
     # Data --------------------------------------------------------------------------------------------
     def sample_batch(self, generator: torch.Generator | None) -> Batch:
-        index = torch.randint(self.train_tokens.shape[0], (self.batch_size,), generator=generator)
+        index = with_replacement(self.train_tokens.shape[0], self.batch_size, generator)
         return self.train_tokens[index], self.train_labels[index]
 
-    def train_batch(self, step: int) -> Batch:
-        batch = self.sample_batch(self.batches)
+    def train_batch(self, step: int, generator: torch.Generator | None = None) -> Batch:
+        """A batch of ``batch_size`` examples drawn with replacement from ``generator``."""
+        batch = self.sample_batch(generator)
         # Remember, before the optimizer step, the rows it will and will not touch (cheap: ~B·bag rows).
         rows = batch[0].unique()
         previous = self.previous_rows[~torch.isin(self.previous_rows, rows)]

@@ -16,8 +16,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from bench.errors import ConfigError
 from bench.tasks.base import Task
+from bench.tasks.checks import check_arguments, number, one_of, whole
 from estimators.base import Gaussian as GaussianParams
 
 FUNCTIONS = {
@@ -45,14 +45,18 @@ class GaussianTask(Task):
         self, dim: int = 1, f: str = "square", k: float = 1.0, mu0: float = 1.0, sigma0: float = 1.0
     ):
         super().__init__()
-        if f not in FUNCTIONS:
-            raise ConfigError(f"task.f={f!r} is not one of {', '.join(FUNCTIONS)}.")
-        if dim < 1:
-            raise ConfigError(f"task.dim must be >= 1, got {dim}.")
-        if not sigma0 > 0:
-            raise ConfigError(f"task.sigma0 must be > 0 (it is a standard deviation), got {sigma0}.")
-        if f == "exp" and k < 0:
-            raise ConfigError(f"f = exp(-k z^2) needs k >= 0 for a finite expectation, got k={k}.")
+        check_arguments(
+            dict(dim=dim, f=f, k=k, mu0=mu0, sigma0=sigma0),
+            {
+                "dim": whole(least=1),
+                "f": one_of(FUNCTIONS),
+                "k": number(least=0).explained("f = exp(-k z^2) needs k >= 0 for a finite expectation.")
+                if f == "exp"
+                else number(),
+                "mu0": number(),
+                "sigma0": number(above=0).explained("It is a standard deviation."),
+            },
+        )
         self.f_name, self.k = f, float(k)
         self.mean = nn.Parameter(torch.full((dim,), float(mu0)))
         self.log_scale = nn.Parameter(torch.full((dim,), math.log(sigma0)))

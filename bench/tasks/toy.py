@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bench.errors import ConfigError
 from bench.tasks.base import Task
+from bench.tasks.checks import check_arguments, number, whole
 
 
 class Toy(Task):
@@ -21,8 +21,10 @@ class Toy(Task):
 
     def __init__(self, dim: int = 1, classes: int = 2, t: float = 0.45, init: float = 0.0) -> None:
         super().__init__()
-        if dim < 1 or classes < 2:
-            raise ConfigError(f"task toy needs dim >= 1 and classes >= 2, got dim={dim}, classes={classes}.")
+        check_arguments(
+            dict(dim=dim, classes=classes, t=t, init=init),
+            {"dim": whole(least=1), "classes": whole(least=2), "t": number(), "init": number()},
+        )
         self.t = float(t)
         self.logits = nn.Parameter(torch.full((dim, classes), float(init)))
         self.register_buffer("values", torch.linspace(0.0, 1.0, classes))

@@ -20,11 +20,9 @@ With ``latent="bernoulli"`` every latent variable is a bit: the encoder gives on
 passed on as the two-class logits (0, ℓ), and the decoder reads the bit z_l[1]. Defaults: L = 4, C = 8 for
 ``categorical`` and L = 12 bits for ``bernoulli``, both 4096 codes.
 
-Data: ``digits`` is scikit-learn's bundled 8×8 digits (1797 images, no download), pixels binarized at half
-intensity, split once into train and test by a fixed permutation (seed 0, 20% test). ``mnist`` reads
-local files (IDX, optionally gzipped, or a Keras-style ``mnist.npz``) and binarizes them statically at
-pixel > 127. Training batches come from a generator seeded with the run's seed; the probe batch is the
-first ``probe_size`` training images, the same in every run.
+Data (``bench.tasks.data``): ``digits``, scikit-learn's bundled 8×8 digits, or ``mnist`` from local files,
+binarized. Training batches come in epochs of permutations drawn from the run's seeded data generator; the
+probe batch is the first ``probe_size`` training images, the same in every run.
 
 ``evaluate()`` returns ``objective`` = test −ELBO: computed exactly by enumerating the codes while
 C^L ≤ 4096 (with ``test_nll`` = exact −log p(x) = −log Σ_z p(z) p(x|z)); above that, estimated with
@@ -34,104 +32,23 @@ importance-weighted bound of Burda et al. 2016 on −log p(x) from the same samp
 
 from __future__ import annotations
 
-import gzip
 import math
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from bench.errors import ConfigError
 from bench.tasks.base import Task
+from bench.tasks.checks import check_arguments, one_of, refuse, whole
+from bench.tasks.data import EpochSampler, load_images, mlp
 from estimators.exact import Exact, all_outcomes
 
 EXACT_LIMIT = 4096  # the largest C^L for which the exact gradient is the probes' reference
-TEST_FRACTION = 0.2  # of the digits, held out once with a fixed permutation
-SPLIT_SEED = 0
+LATENTS = ("categorical", "bernoulli")
 TRAIN_EVAL_POINTS = 1000  # train −ELBO is measured on the first this many training images
 EVAL_SEED = 12345  # Monte Carlo evaluation (C^L > 4096) draws from its own fixed generator
 CHUNK = 512  # data points per chunk in evaluate()
-
-MNIST_HELP = (
-    "Download the MNIST image files train-images-idx3-ubyte.gz and t10k-images-idx3-ubyte.gz (e.g. from "
-    "https://ossci-datasets.s3.amazonaws.com/mnist/) into one directory and pass it as task.path=DIR, or "
-    "pass a Keras-style mnist.npz (arrays x_train and x_test; "
-    "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz) as task.path=FILE."
-)
-
-
-def load_digits_binarized() -> tuple[Tensor, Tensor]:
-    """scikit-learn's 8×8 digits, pixels in {0, 1} (intensity > 8 of 16), as (train, test) float tensors."""
-    from sklearn.datasets import load_digits
-
-    images = torch.from_numpy(load_digits().data > 8).float()
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    test_count = round(TEST_FRACTION * len(images))
-    return images[order[test_count:]], images[order[:test_count]]
-
-
-def read_idx_images(path: Path) -> np.ndarray:
-    """Images from an IDX file (``idx3-ubyte``, optionally gzipped) as a uint8 array (N, rows·columns)."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as handle:
-            raw = handle.read()
-    except (OSError, EOFError) as error:
-        raise ConfigError(f"task.data=mnist: cannot read {path}: {error}. {MNIST_HELP}") from None
-    if len(raw) < 16 or int.from_bytes(raw[:4], "big") != 0x0803:
-        raise ConfigError(
-            f"task.data=mnist: {path} is not an IDX image file (it must start with the magic number "
-            f"0x00000803 and three sizes). {MNIST_HELP}"
-        )
-    count, rows, columns = (int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(3))
-    if len(raw) - 16 != count * rows * columns:
-        raise ConfigError(
-            f"task.data=mnist: {path} announces {count} images of {rows}x{columns} pixels but holds "
-            f"{len(raw) - 16} bytes of pixels instead of {count * rows * columns}; the file is truncated or "
-            f"corrupt. {MNIST_HELP}"
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(count, rows * columns)
-
-
-def find_idx(directory: Path, stem: str) -> Path:
-    for name in (stem, f"{stem}.gz"):
-        if (directory / name).is_file():
-            return directory / name
-    raise ConfigError(f"task.data=mnist: neither {stem} nor {stem}.gz is in {directory}. {MNIST_HELP}")
-
-
-def load_mnist_binarized(path: str | Path | None) -> tuple[Tensor, Tensor]:
-    """MNIST from local files (a directory of IDX files or an .npz), binarized at pixel > 127."""
-    if path is None:
-        raise ConfigError(f"task.data=mnist needs task.path. {MNIST_HELP}")
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise ConfigError(f"task.data=mnist: {path} does not exist. {MNIST_HELP}")
-    if path.is_dir():
-        train = read_idx_images(find_idx(path, "train-images-idx3-ubyte"))
-        test = read_idx_images(find_idx(path, "t10k-images-idx3-ubyte"))
-    else:
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                train, test = archive["x_train"], archive["x_test"]
-        except KeyError:
-            raise ConfigError(
-                f"task.data=mnist: {path} lacks the arrays x_train and x_test. {MNIST_HELP}"
-            ) from None
-        except (OSError, ValueError, EOFError) as error:  # EOFError: an empty file
-            raise ConfigError(
-                f"task.data=mnist: {path} is not a readable .npz file ({error}). {MNIST_HELP}"
-            ) from None
-        train, test = train.reshape(len(train), -1), test.reshape(len(test), -1)
-    if len(train) == 0 or len(test) == 0 or train.shape[1] != test.shape[1]:
-        raise ConfigError(
-            f"task.data=mnist: expected non-empty train and test images of the same size, got "
-            f"{train.shape} and {test.shape} from {path}. {MNIST_HELP}"
-        )
-    return torch.from_numpy(train > 127).float(), torch.from_numpy(test > 127).float()
 
 
 class VAE(Task):
@@ -149,37 +66,37 @@ class VAE(Task):
         batch_size: int = 64,
         probe_size: int = 32,
         eval_samples: int = 64,
-        seed: int = 0,
     ) -> None:
         super().__init__()
-        if latent not in ("categorical", "bernoulli"):
-            raise ConfigError(f"task.latent must be categorical or bernoulli, got {latent!r}.")
+        check_arguments({"latent": latent}, {"latent": one_of(LATENTS)})
         self.bernoulli = latent == "bernoulli"
         if self.bernoulli and classes not in (None, 2):
-            raise ConfigError(
-                f"task.latent=bernoulli has 2 classes per variable; got task.classes={classes}."
-            )
+            refuse("classes", classes, "2 (or null) with task.latent=bernoulli: a bit has 2 classes")
         variables = variables if variables is not None else (12 if self.bernoulli else 4)
         classes = classes if classes is not None else (2 if self.bernoulli else 8)
-        for key, value, least in [
-            ("variables", variables, 1),
-            ("classes", classes, 2),
-            ("hidden", hidden, 1),
-            ("batch_size", batch_size, 1),
-            ("probe_size", probe_size, 1),
-            ("eval_samples", eval_samples, 1),
-        ]:
-            if int(value) != value or value < least:
-                raise ConfigError(f"task.{key} must be an integer >= {least}, got task.{key}={value}.")
-        if data == "digits":
-            train, test = load_digits_binarized()
-        elif data == "mnist":
-            train, test = load_mnist_binarized(path)
-        else:
-            raise ConfigError(f"task.data must be digits (bundled) or mnist (local files), got {data!r}.")
-        for key, value in [("batch_size", batch_size), ("probe_size", probe_size)]:
-            if value > len(train):
-                raise ConfigError(f"task.{key}={value} exceeds the {len(train)} training images of {data}.")
+        arguments = dict(
+            variables=variables,
+            classes=classes,
+            hidden=hidden,
+            batch_size=batch_size,
+            probe_size=probe_size,
+            eval_samples=eval_samples,
+        )
+        check_arguments(
+            arguments,
+            {
+                "variables": whole(least=1),
+                "classes": whole(least=2),
+                "hidden": whole(least=1),
+                "batch_size": whole(least=1),
+                "probe_size": whole(least=1),
+                "eval_samples": whole(least=1),
+            },
+        )
+        train, test = load_images(data, path)
+        for key in ("batch_size", "probe_size"):
+            if arguments[key] > len(train):
+                refuse(key, arguments[key], f"at most the {len(train)} training images of task.data={data}")
         self.variables, self.classes = int(variables), int(classes)
         self.batch_size, self.probe_size, self.eval_samples = (
             int(batch_size),
@@ -193,26 +110,15 @@ class VAE(Task):
         self.register_buffer("test_images", test, persistent=False)
         pixels = train.shape[1]
         per_variable = 1 if self.bernoulli else self.classes
-        self.encoder = nn.Sequential(
-            nn.Linear(pixels, hidden), nn.ReLU(), nn.Linear(hidden, self.variables * per_variable)
-        )
-        self.decoder = nn.Sequential(
-            nn.Linear(self.variables * per_variable, hidden), nn.ReLU(), nn.Linear(hidden, pixels)
-        )
-        self.generator = torch.Generator().manual_seed(int(seed))
-        self.order = torch.empty(0, dtype=torch.long)
-        self.position = 0
+        self.encoder = mlp(pixels, hidden, self.variables * per_variable)
+        self.decoder = mlp(self.variables * per_variable, hidden, pixels)
+        self.sampler = EpochSampler(len(train), self.batch_size)
 
     # --- data -------------------------------------------------------------------------------------------
 
-    def train_batch(self, step: int) -> Tensor:
-        """The next ``batch_size`` training images, in epochs of fresh seeded permutations."""
-        if self.position + self.batch_size > len(self.order):
-            self.order = torch.randperm(len(self.train_images), generator=self.generator)
-            self.position = 0
-        index = self.order[self.position : self.position + self.batch_size]
-        self.position += self.batch_size
-        return self.train_images[index]
+    def train_batch(self, step: int, generator: torch.Generator | None = None) -> Tensor:
+        """The next ``batch_size`` training images, in epochs of permutations drawn from ``generator``."""
+        return self.train_images[self.sampler.next_indices(generator)]
 
     def probe_batch(self) -> Tensor:
         return self.train_images[: self.probe_size]

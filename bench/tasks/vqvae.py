@@ -35,26 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.errors import ConfigError
 from bench.tasks.base import Task
-from bench.tasks.vae import load_digits_binarized, load_mnist_binarized
+from bench.tasks.checks import check_arguments, number, one_of, refuse, whole
+from bench.tasks.data import EpochSampler, load_images, mlp, with_replacement
 from estimators.codebook import Codebook, EMACodebook, code_usage, vq_losses
 
 CODEBOOK_UPDATES = ("loss", "ema")
 CODEBOOK_INITS = ("uniform", "data")
-
-
-def load_images(data: str, path: str | None) -> tuple[Tensor, Tensor]:
-    """Binarized (train, test) images of shape (N, pixels): the same data and split as the ``vae`` task."""
-    if data == "digits":
-        return load_digits_binarized()
-    if data == "mnist":
-        return load_mnist_binarized(path)
-    raise ConfigError(f"task.data must be digits (bundled) or mnist (local files), got {data!r}.")
-
-
-def mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, outputs))
 
 
 class VQVAE(Task):
@@ -78,39 +65,48 @@ class VQVAE(Task):
         usage_images: int = 10000,
     ) -> None:
         super().__init__()
-        for key, value in (("latents", latents), ("dim", dim), ("codes", codes), ("hidden", hidden)):
-            if int(value) != value or value < 1:
-                raise ConfigError(f"task.{key} must be an integer >= 1, got {key}={value}.")
-        if codes < 2:
-            raise ConfigError(
-                f"task.codes must be >= 2 (a codebook of one code carries no information), got {codes}."
-            )
-        if int(batch_size) != batch_size or batch_size < 2:
-            raise ConfigError(f"task.batch_size must be an integer >= 2, got batch_size={batch_size}.")
-        if not beta >= 0:
-            raise ConfigError(f"task.beta (commitment weight) must be >= 0, got beta={beta}.")
-        if codebook_update not in CODEBOOK_UPDATES:
-            raise ConfigError(
-                f"task.codebook_update={codebook_update!r} is not one of {', '.join(CODEBOOK_UPDATES)} "
-                "(loss: codebook loss |sg[z_e] - e|^2; ema: exponential moving averages, van den Oord et "
-                "al. 2017 A.1)."
-            )
-        if not 0 <= decay < 1:
-            raise ConfigError(f"task.decay (EMA decay) must be in [0, 1), got decay={decay}.")
-        if not epsilon > 0:
-            raise ConfigError(f"task.epsilon (EMA Laplace smoothing) must be > 0, got epsilon={epsilon}.")
-        if codebook_init not in CODEBOOK_INITS:
-            raise ConfigError(
-                f"task.codebook_init={codebook_init!r} is not one of {', '.join(CODEBOOK_INITS)} (uniform: "
-                "U(-1/K, 1/K); data: encoder outputs of random training images at initialization)."
-            )
+        check_arguments(
+            dict(
+                latents=latents,
+                dim=dim,
+                codes=codes,
+                hidden=hidden,
+                batch_size=batch_size,
+                beta=beta,
+                codebook_update=codebook_update,
+                decay=decay,
+                epsilon=epsilon,
+                codebook_init=codebook_init,
+                usage_images=usage_images,
+            ),
+            {
+                "latents": whole(least=1),
+                "dim": whole(least=1),
+                "codes": whole(least=2).explained("A codebook of one code carries no information."),
+                "hidden": whole(least=1),
+                "batch_size": whole(least=2),
+                "beta": number(least=0).explained("It is the commitment weight."),
+                "codebook_update": one_of(CODEBOOK_UPDATES).explained(
+                    "loss: codebook loss |sg[z_e] - e|^2; ema: exponential moving averages, van den Oord et "
+                    "al. 2017 A.1."
+                ),
+                "decay": number(least=0, below=1).explained("It is the EMA decay."),
+                "epsilon": number(above=0).explained("It is the EMA's Laplace smoothing."),
+                "codebook_init": one_of(CODEBOOK_INITS).explained(
+                    "uniform: U(-1/K, 1/K); data: encoder outputs of random training images at the start."
+                ),
+                "usage_images": whole(least=1),
+            },
+        )
         train, test = load_images(data, path)
         if train.shape[0] < batch_size:
-            raise ConfigError(f"task.batch_size={batch_size} exceeds the {train.shape[0]} training images.")
+            refuse("batch_size", batch_size, f"at most the {train.shape[0]} training images")
         if codebook_init == "data" and train.shape[0] * latents < codes:
-            raise ConfigError(
-                f"task.codebook_init=data needs at least K={codes} encoder outputs, but the "
-                f"{train.shape[0]} training images give only {train.shape[0] * latents}."
+            refuse(
+                "codes",
+                codes,
+                f"at most the {train.shape[0] * latents} encoder outputs of the training images with "
+                "task.codebook_init=data",
             )
         self.register_buffer("train_images", train, persistent=False)
         self.register_buffer("test_images", test, persistent=False)
@@ -120,6 +116,7 @@ class VQVAE(Task):
         pixels = train.shape[1]
         self.encoder = mlp(pixels, hidden, self.latents * self.dim)
         self.decoder = mlp(self.latents * self.dim, hidden, pixels)
+        self.sampler = EpochSampler(len(train), self.batch_size)
         if codebook_init == "uniform":
             # U(−1/K, 1/K), as in the reference VQ-VAE implementations (Sonnet's VectorQuantizer).
             initial = torch.empty(self.codes, self.dim).uniform_(-1 / self.codes, 1 / self.codes)
@@ -166,15 +163,17 @@ class VQVAE(Task):
             total = total + codebook_loss.sum(-1).mean()
         return total
 
-    def train_batch(self, step: int) -> Tensor:
-        return self.train_images[torch.randint(self.train_images.shape[0], (self.batch_size,))]
+    def train_batch(self, step: int, generator: torch.Generator | None = None) -> Tensor:
+        """The next ``batch_size`` training images, in epochs of permutations drawn from ``generator``."""
+        return self.train_images[self.sampler.next_indices(generator)]
 
     def probe_batch(self) -> Tensor:
         return self.train_images[: self.batch_size]
 
     def probe_batches(self, draws: int) -> list[Tensor]:
         """A fresh training batch per draw: with no true gradient, the spread across data is measured."""
-        return [self.train_batch(0) for _ in range(draws)]
+        size = self.train_images.shape[0]
+        return [self.train_images[with_replacement(size, self.batch_size, None)] for _ in range(draws)]
 
     def probed_parameters(self) -> dict[str, Tensor]:
         return {f"encoder.{name}": parameter for name, parameter in self.encoder.named_parameters()}
