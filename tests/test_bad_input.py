@@ -1,4 +1,5 @@
-"""Bad input gets one clear paragraph and exit code 2, never a traceback (issue 8, must-show 1).
+"""Bad input (an unknown name, a bad value, a missing file, an unwritable folder) gets one clear paragraph
+and exit code 2, never a traceback.
 
 The command line is checked before Hydra runs (``bench.preflight``); values when the run is built
 (``bench.runner.check_settings`` and the constructors). Subprocesses (``python -m bench`` as a user runs

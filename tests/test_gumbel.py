@@ -1,4 +1,4 @@
-"""Facts about Gumbel noise that every Gumbel-based estimator relies on (DESIGN.md, "Estimators")."""
+"""Facts about Gumbel noise that every Gumbel-based estimator relies on (docs/design.md, "Estimators")."""
 
 import math
 

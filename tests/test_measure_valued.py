@@ -4,7 +4,7 @@ Statistical checks use a fixed seed and compare a mean of M independent estimate
 coordinate by coordinate, in units of the standard error of that mean: an unbiased estimator must stay
 within 4.5 SE on every coordinate (4 SE plus a small allowance for testing a dozen coordinates at once).
 
-The variance check (issue 9, must-show 3) compares the probe's ``grad_variance`` on the ``gaussian`` task
+The variance check compares the probe's ``grad_variance`` on the ``gaussian`` task
 (f = square, μ = σ = 1, S = 1, k from ``conf/task/gaussian.yaml``) for ``measure_valued``, ``reparam`` and
 ``score_function`` with the variance obtained by numerically integrating each estimator's first and
 second moments over its noise with ``scipy.integrate`` (as the companion code of Mohamed et al. does:

@@ -1,4 +1,4 @@
-"""Reliability (issue 8): divergence, interruption (SIGKILL, SIGINT), reproducibility and provenance.
+"""Reliability: divergence, interruption (SIGKILL, SIGINT), reproducibility and provenance.
 
 Runs go through ``python -m bench`` as a user starts them, in a subprocess, except where a fault has to be
 injected into the training loop (a NaN gradient), which runs ``bench.runner.run`` in-process.

@@ -306,7 +306,7 @@ def test_runner_threads_probe_vectorize_through(config_factory, tmp_path) -> Non
 
 
 def test_gradient_statistics_equal_the_design_formulas() -> None:
-    """The one-pass implementation against a literal transcription of DESIGN.md "Metrics" (float64)."""
+    """The one-pass implementation against a literal transcription of the definitions in docs/design.md, "Metrics" (float64)."""
     generator = torch.Generator().manual_seed(5)
     gradients = torch.randn(300, 7, generator=generator) * 0.3 + torch.linspace(-1, 1, 7)
     reference = torch.linspace(-1, 1, 7) + 0.05

@@ -99,7 +99,7 @@ def draw_gradients_vectorized(
 ) -> Tensor:
     """The same M estimates as ``draw_gradients`` (shape (M, P)), drawn in one batched computation.
 
-    The randomness enters after the encoder (DESIGN.md, "Implementation notes"), so:
+    The randomness enters after the encoder (``docs/design.md``, "Implementation notes"), so:
 
     1. ``params = task.distribution(batch)`` is computed once, with its autograd graph to the probed
        parameters; the deterministic term's gradient is the same in every draw and is computed once;
