@@ -17,7 +17,7 @@ from hydra.utils import get_class, get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from bench.errors import ConfigError
-from bench.probe import check_vectorize
+from bench.probe import check_vectorize, check_wrt
 from bench.tasks.base import Task
 from bench.tasks.custom import check_task
 from estimators.base import Estimator, EstimatorError
@@ -161,6 +161,7 @@ def setup(config: DictConfig) -> tuple[Task, Estimator, torch.optim.Optimizer]:
     except EstimatorError as error:
         raise ConfigError(f"estimator '{config.estimator.name}': {error}") from None
     check_vectorize(config.probe.get("vectorize", "auto"), task, estimator)
+    check_wrt(config.probe.get("wrt", "parameters"), task)
     optimizer = build(config.optimizer, params=list(task.parameters()))
     return task, estimator, optimizer
 

@@ -82,7 +82,11 @@ def check_run(run: Path, allow_incomplete: bool = False) -> list[str]:
     lines = [f"{summary_path}: {problem}" for problem in problems]
     if metrics_path.exists():
         lines += [f"{metrics_path}: {problem}" for problem in metrics_problems(metrics_path)]
-    elif isinstance(summary, dict) and summary.get("status") == "ok" and summary.get("kind", "train") == "train":
+    elif (
+        isinstance(summary, dict)
+        and summary.get("status") == "ok"
+        and summary.get("kind", "train") == "train"
+    ):
         lines.append(f"{run}: status ok but no metrics.csv")
     return lines
 
@@ -106,7 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         for run in runs:
             problems += check_run(run, arguments.allow_incomplete)
     if count == 0:
-        print("error: no runs (summary.json or .hydra/) below " + ", ".join(map(str, arguments.roots)), file=sys.stderr)
+        print(
+            "error: no runs (summary.json or .hydra/) below " + ", ".join(map(str, arguments.roots)),
+            file=sys.stderr,
+        )
         return 2
     if problems:
         print("\n".join(problems))

@@ -42,6 +42,9 @@ PROBE_FIELDS = (
     "grad_mse",
     "grad_cos",
     "grad_snr",
+    "grad_bias_p",
+    "grad_bias_rel",
+    "grad_variance_rel",
 )
 """The statistics of one probe (``docs/design.md``, "Metrics"); in ``metrics.csv`` at every probe step and in
 ``summary.json`` at the last probe. Null where they do not exist (no reference: the bias fields)."""
@@ -50,8 +53,9 @@ PROBE_COST_FIELDS = ("estimate_time_ms", "probe_time_ms", "probe_vectorized")
 """What a probe measures about its own cost; wall times go to ``summary.json`` only, never to
 ``metrics.csv``, which holds what the seed determines and is bit-for-bit reproducible."""
 
-NOT_PART_OF_THE_RUN = ("progress", "threads", "force")
-"""Top-level keys that change how a run is shown or scheduled, not what it computes. Hydra's
+NOT_PART_OF_THE_RUN = ("progress", "threads", "force", "task.report")
+"""Keys that change how a run is shown or scheduled, not what it computes (``task.report``: the figures and
+columns a task asks the report for). Hydra's
 ``override_dirname.exclude_keys`` (``conf/config.yaml``) must equal this list, so that a sweep has one
 folder per configuration and seed whatever these keys say (a test checks it). ``config_digest`` leaves
 them out."""
@@ -88,9 +92,19 @@ SUMMARY_FIELDS: tuple[Field, ...] = (
     _field("wall_time_s", NUMBER, "wall time of the whole run, seconds"),
     _field("step_time_ms", NUMBER, "median training step, probes excluded, warm-up dropped", True),
     _field("optimizer_time_ms", NUMBER, "median time of the optimizer's step alone", True),
-    _field("estimate_time_ms", NUMBER, "time of one gradient estimate", True),
+    _field(
+        "estimate_time_ms",
+        NUMBER,
+        "median over the training steps of one estimate's forward and backward (optimizer excluded)",
+        True,
+    ),
+    _field("f_evals", int, "evaluations of f per gradient estimate, for one data point", True),
+    _field("estimate_flops", int, "matmul and convolution FLOPs of one estimate on the probe batch", True),
     _field("final_loss", NUMBER, "the task's headline objective at the end", True),
-    *(_field(name, NUMBER, "probe statistic at the last probe (docs/design.md)", True) for name in PROBE_FIELDS),
+    *(
+        _field(name, NUMBER, "probe statistic at the last probe (docs/design.md)", True)
+        for name in PROBE_FIELDS
+    ),
     _field("probe_time_ms", NUMBER, "wall time of the last probe's M draws", True),
     _field("probe_vectorized", NUMBER, "1 if the last probe's draws were vectorized, 0 if looped", True),
     _field("reference", str, f"one of {', '.join(REFERENCE_KINDS)}"),
@@ -112,6 +126,7 @@ SUMMARY_FIELDS: tuple[Field, ...] = (
 
 OPTIONAL_FIELDS: tuple[Field, ...] = (
     _field("diverged_step", int, "the step that diverged (status diverged)"),
+    _field("best_known_objective", NUMBER, "the task's best possible objective, where it is known"),
 )
 
 FIELDS = {field.name: field for field in (*SUMMARY_FIELDS, *OPTIONAL_FIELDS)}
@@ -155,7 +170,9 @@ def summary_problems(summary: Any) -> list[str]:
                 problems.append(f"'{name}' is null, but it must be {type_names(field)}")
             continue
         if isinstance(value, bool) or not isinstance(value, field.types):
-            problems.append(f"'{name}' is {type(value).__name__} {value!r:.40}, but it must be {type_names(field)}")
+            problems.append(
+                f"'{name}' is {type(value).__name__} {value!r:.40}, but it must be {type_names(field)}"
+            )
         elif isinstance(value, float) and not math.isfinite(value):
             problems.append(f"'{name}' is {value}, which strict JSON does not allow (null instead)")
     status = summary.get("status")
@@ -170,7 +187,11 @@ def summary_problems(summary: Any) -> list[str]:
     if isinstance(kind, str) and kind not in RUN_KINDS:
         problems.append(f"kind {kind!r} is not one of {', '.join(RUN_KINDS)}")
     if reference == "none":
-        invented = [name for name in ("grad_bias", "grad_bias_sq", "grad_mse", "grad_cos") if summary.get(name) is not None]
+        invented = [
+            name
+            for name in ("grad_bias", "grad_bias_sq", "grad_mse", "grad_cos")
+            if summary.get(name) is not None
+        ]
         if invented:
             problems.append(f"reference is none, yet the bias fields {', '.join(invented)} have values")
     return problems

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from bench.build import check_settings, setup
 from bench.contract import empty_summary, steady_median
+from bench.costs import deterministic_costs
 from bench.errors import ConfigError
 from bench.probe import probe
 from bench.results import provenance, write_metrics, write_summary
@@ -104,10 +105,12 @@ def train(
     planned = probe_steps(config.steps, config.probe.every)
     step_times: list[float] = []
     optimizer_times: list[float] = []
+    estimate_times: list[float] = []  # forward and backward of the training loss: one gradient estimate
     last_probe: dict[str, float] = {}
     running_loss, running_count = 0.0, 0
     # Read once: an OmegaConf attribute costs ~17 µs, ~1% of a VAE step when read every step (bench.perf).
     samples, log_every = config.samples, config.log_every
+    vectorize, wrt = config.probe.get("vectorize", "auto"), config.probe.get("wrt", "parameters")
     next_batch = batch_source(task, torch.Generator().manual_seed(config.seed))
 
     def evaluate() -> dict[str, float]:
@@ -125,15 +128,14 @@ def train(
         # Probes draw from their own seeded stream, so probing more or less often does not change training.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed * 1_000_003 + step)
-            last_probe = probe(
-                task, estimator, config.samples, config.probe.draws, config.probe.get("vectorize", "auto")
-            )
+            last_probe = probe(task, estimator, samples, config.probe.draws, vectorize, wrt)
         # Wall times go to summary.json only: metrics.csv holds what the seed determines, so that it is
         # bit-for-bit reproducible.
         measured = {name: value for name, value in last_probe.items() if not name.endswith("_time_ms")}
         recorder.add(step, {**evaluation, **measured})
         recorder.flush()
 
+    costs = deterministic_costs(task, estimator, samples)
     step = 0
     if 0 in planned:
         do_probe(0)
@@ -152,9 +154,11 @@ def train(
         if scheduled:
             recorder.add(step, scheduled)
         batch = next_batch(step)
+        estimate_started = clock()
         loss = task.loss(estimator, samples, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        estimate_times.append(clock() - estimate_started)
         value = loss.item()
         if not (math.isfinite(value) and finite_gradients(parameters)):
             raise Diverged(f"the loss or a gradient became non-finite (loss={value}) at step {step}", step)
@@ -189,6 +193,8 @@ def train(
         "steps": step,
         "step_time_ms": milliseconds(steady_median(step_times)),
         "optimizer_time_ms": milliseconds(steady_median(optimizer_times)),
+        "estimate_time_ms": milliseconds(steady_median(estimate_times)),
+        "costs": costs,
         "probe": last_probe,
         "final": evaluate(),
     }
@@ -236,11 +242,15 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
             summary["threads"] = torch.get_num_threads()
         task, estimator, optimizer = setup(config)
         summary.update(reference=task.reference, samples=int(config.samples))
+        if task.best_known_objective is not None:
+            summary["best_known_objective"] = float(task.best_known_objective)
         measured = train(config, task, estimator, optimizer, recorder)
         summary.update(
             steps=measured["steps"],
             step_time_ms=measured["step_time_ms"],
             optimizer_time_ms=measured["optimizer_time_ms"],
+            estimate_time_ms=measured["estimate_time_ms"],
+            **measured["costs"],
         )
         summary.update(final_loss=measured["final"].get("objective"), **measured["probe"])
     except ConfigError as error:
@@ -295,20 +305,26 @@ def describe(summary: dict[str, Any], directory: Path) -> str:
     if summary.get("error"):
         lines.append(f"  error: {summary['error']}")
     if summary["status"] == "ok":
-        bias_ratio = "n/a"
-        if summary.get("grad_bias") is not None and summary.get("grad_bias_se"):
-            bias_ratio = f"{summary['grad_bias'] / summary['grad_bias_se']:.1f}"
-        bias = (
-            "no reference gradient, so no bias"
-            if summary["reference"] == "none"
-            else f"bias {number('grad_bias')} (= {bias_ratio} standard errors; reference: "
-            f"{summary['reference']}), cosine {number('grad_cos', '.3f')}"
-        )
+        if summary["reference"] == "none":
+            bias = "no reference gradient, so no bias"
+        else:
+            p_value = summary.get("grad_bias_p")
+            test = (
+                "no test (the draws do not vary)"
+                if p_value is None
+                else f"test of zero bias p = {p_value:.3g}"
+            )
+            bias = (
+                f"squared bias {number('grad_bias_sq')} ({number('grad_bias_rel', '.3g')} × ‖g*‖²; {test}; "
+                f"reference: {summary['reference']}), cosine {number('grad_cos', '.3f')}"
+            )
         lines += [
             f"  final objective {number('final_loss')}   after {summary['steps']} steps, "
-            f"{number('wall_time_s', '.1f')} s ({number('step_time_ms', '.3g')} ms/step)",
+            f"{number('wall_time_s', '.1f')} s ({number('step_time_ms', '.3g')} ms/step, "
+            f"{number('estimate_time_ms', '.3g')} ms per gradient estimate, {number('f_evals')} evaluations "
+            f"of f)",
             f"  gradient at the end (M={summary['probe_draws']} draws, S={summary['samples']}): "
-            f"variance {number('grad_variance')}, {bias}",
+            f"variance {number('grad_variance')} ({number('grad_variance_rel', '.3g')} × ‖g*‖²), {bias}",
         ]
     lines.append(f"  results in {directory}")
     return "\n".join(lines)

@@ -17,11 +17,21 @@ from omegaconf import DictConfig, OmegaConf
 from bench.contract import NOT_PART_OF_THE_CONFIGURATION, NOT_PART_OF_THE_RUN
 
 
+def without(node: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """``node`` without the dotted ``keys`` (``task.report`` removes ``report`` from ``node["task"]``)."""
+    for key in keys:
+        *parents, last = key.split(".")
+        parent = node
+        for name in parents:
+            parent = parent.get(name) if isinstance(parent, dict) else None
+        if isinstance(parent, dict):
+            parent.pop(last, None)
+    return node
+
+
 def config_digest(config: DictConfig) -> str:
     """A fingerprint of what a run computes: its resolved config without display and scheduling keys."""
-    node = OmegaConf.to_container(config, resolve=True)
-    for key in NOT_PART_OF_THE_RUN:
-        node.pop(key, None)
+    node = without(OmegaConf.to_container(config, resolve=True), NOT_PART_OF_THE_RUN)
     return hashlib.sha256(json.dumps(node, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -33,8 +43,7 @@ def variant_digest(config: DictConfig) -> str:
     whose overrides look alike (settings that came from an experiment file, a changed default).
     """
     node = OmegaConf.to_container(config, resolve=False)
-    for key in NOT_PART_OF_THE_CONFIGURATION:
-        node.pop(key, None)
+    node = without(node, NOT_PART_OF_THE_CONFIGURATION)
     return hashlib.sha256(json.dumps(node, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -84,6 +84,14 @@ class Estimator(nn.Module):
                 f"got samples={samples}."
             )
 
+    def f_evaluations(self, params, f: Objective, samples: int) -> int:
+        """Evaluations of f per gradient estimate, for one data point: S unless the estimator says otherwise.
+
+        A deterministic measure of cost that no machine load can disturb (``exact`` enumerates C^m outcomes,
+        ``measure_valued`` evaluates f 1 + 4n times per sample); the harness records it as ``f_evals``.
+        """
+        return samples
+
     def on_step(self, step: int) -> dict[str, float]:
         """Called by a training loop before training step ``step`` (1-based); e.g. a temperature schedule.
 

@@ -35,11 +35,22 @@ class Exact(Estimator):
         super().__init__()
         self.max_outcomes = max_outcomes
 
-    def forward(self, logits: Tensor, f: Objective, samples: int = 1) -> Tensor:
+    @staticmethod
+    def coupled(logits: Tensor, f: Objective) -> tuple[int, torch.Size]:
+        """How many leading dimensions f keeps, and the shape of the variables it couples (one data point)."""
         # One throw-away evaluation tells how many trailing latent dimensions f couples.
         with torch.no_grad():
             kept = f(sample_categorical(logits, 1)).dim() - 1
-        coupled, classes = logits.shape[kept:-1], logits.shape[-1]
+        return kept, logits.shape[kept:-1]
+
+    def f_evaluations(self, logits: Tensor, f: Objective, samples: int) -> int:
+        """C^m: every joint outcome of the m variables f couples, whatever S."""
+        _, coupled = self.coupled(logits, f)
+        return logits.shape[-1] ** math.prod(coupled)
+
+    def forward(self, logits: Tensor, f: Objective, samples: int = 1) -> Tensor:
+        kept, coupled = self.coupled(logits, f)
+        classes = logits.shape[-1]
         variables = math.prod(coupled)
         if classes**variables > self.max_outcomes:
             raise EstimatorError(

@@ -67,6 +67,13 @@ class MeasureValued(Estimator):
         super().__init__()
         self.coupling = bool(coupling)
 
+    def f_evaluations(self, params: Gaussian, f: Objective, samples: int) -> int:
+        """S·(1 + 4n), n the latent coordinates f couples for one data point."""
+        mean = params.mean.detach()
+        with torch.no_grad():
+            kept = f(mean.expand(1, *mean.shape)).dim() - 1
+        return samples * (1 + 4 * math.prod(mean.shape[kept:]))
+
     def forward(self, params: Gaussian, f: Objective, samples: int = 1) -> Tensor:
         self.check_samples(samples)
         if not isinstance(params, Gaussian):

@@ -24,5 +24,8 @@ class NoSampling(Estimator):
     latents = ("none",)
     unbiased = True
 
+    def f_evaluations(self, params: Any, f: Objective, samples: int) -> int:
+        return 1  # f evaluated once on the parameters themselves, whatever S
+
     def forward(self, params: Any, f: Objective, samples: int = 1) -> Tensor:
         return f(params)

@@ -33,7 +33,8 @@ def test_shapes_and_defaults(small_task):
     assert small_task.distribution(batch).shape == (64, 4, 8)
     assert small_task.objective(batch)(torch.eye(8)[:4].expand(3, 64, 4, 8)).shape == (3, 64)
     assert small_task.reference == "exact" and small_task.codes == 4096
-    assert len(small_task.train_images) + len(small_task.test_images) == 1797  # scikit-learn's digits
+    splits = (small_task.train_images, small_task.validation_images, small_task.test_images)
+    assert [len(split) for split in splits] == [1079, 359, 359]  # scikit-learn's 1797 digits, 60/20/20
 
 
 def test_exact_gradient_equals_autograd_of_the_enumerated_objective(small_task):
@@ -73,7 +74,8 @@ def test_kl_is_the_kl_to_the_uniform_prior():
 
 def test_evaluation_is_exact_and_bounded(small_task):
     metrics = small_task.evaluate()
-    assert set(metrics) == {"objective", "test_reconstruction", "test_kl", "test_nll", "train_negative_elbo"}
+    expected = {"objective", "validation_objective", "test_reconstruction", "test_kl", "test_nll"}
+    assert set(metrics) == expected | {"train_negative_elbo"}
     assert metrics["objective"] == pytest.approx(
         metrics["test_reconstruction"] + metrics["test_kl"], rel=1e-6
     )
@@ -185,8 +187,11 @@ def test_mnist_from_idx_files(tmp_path):
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(train)))
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(test))
     task = VAE(data="mnist", path=str(tmp_path), hidden=8, batch_size=16, probe_size=8)
-    assert task.train_images.shape == (40, 784) and task.test_images.shape == (10, 784)
-    assert torch.equal(task.train_images, torch.from_numpy(train.reshape(40, 784) > 127).float())  # static
+    # The last sixth of the training file validates (10,000 of MNIST's 60,000).
+    assert task.train_images.shape == (34, 784) and task.validation_images.shape == (6, 784)
+    assert task.test_images.shape == (10, 784)
+    binary = torch.from_numpy(train.reshape(40, 784) > 127).float()  # static binarization
+    assert torch.equal(torch.cat([task.train_images, task.validation_images]), binary)
     assert math.isfinite(task.evaluate()["objective"])
 
 

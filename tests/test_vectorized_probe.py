@@ -243,9 +243,8 @@ def test_auto_vectorizes_toy_and_false_uses_the_loop() -> None:
     torch.manual_seed(0)
     stats = probe(Toy(), Gumbel(), 1, 32, "auto")
     assert stats["probe_vectorized"] == 1.0
-    # estimate_time_ms is one estimate timed on its own, not the amortized vectorized cost; no speed is
-    # asserted here (python -m bench.perf measures speed), only that both times are recorded.
-    assert stats["estimate_time_ms"] > 0 and stats["probe_time_ms"] > 0
+    # No speed is asserted here (python -m bench.perf measures speed), only that the time is recorded.
+    assert stats["probe_time_ms"] > 0
     assert probe(Toy(), Gumbel(), 1, 32, False)["probe_vectorized"] == 0.0
     assert probe(GaussianTask(), Reparam(), 1, 32, True)["probe_vectorized"] == 1.0
 
@@ -306,7 +305,7 @@ def test_runner_threads_probe_vectorize_through(config_factory, tmp_path) -> Non
 
 
 def test_gradient_statistics_equal_the_design_formulas() -> None:
-    """The one-pass implementation against a literal transcription of the definitions in docs/design.md, "Metrics" (float64)."""
+    """The one-pass implementation against a literal float64 transcription of docs/design.md, "Metrics"."""
     generator = torch.Generator().manual_seed(5)
     gradients = torch.randn(300, 7, generator=generator) * 0.3 + torch.linspace(-1, 1, 7)
     reference = torch.linspace(-1, 1, 7) + 0.05
@@ -320,15 +319,16 @@ def test_gradient_statistics_equal_the_design_formulas() -> None:
         "grad_bias_se": math.sqrt(variance / draws),
         "grad_bias_sq": float((mean - r) @ (mean - r)) - variance / draws,
         "grad_mse": float(((g - r) ** 2).sum(1).mean()),
-        "grad_cos": float(mean @ r / (mean.norm() * r.norm())),
-        "grad_snr": float(mean @ mean) / variance,
+        # Debiased for the probe's noise: E‖ḡ‖² = ‖E ĝ‖² + V/M.
+        "grad_cos": float(mean @ r / (r.norm() * math.sqrt(float(mean @ mean) - variance / draws))),
+        "grad_snr": (float(mean @ mean) - variance / draws) / variance,
     }
     for name, value in expected.items():
         assert stats[name] == pytest.approx(value, rel=1e-10), name
     assert gradients.dtype == torch.float32  # the input is not modified in place
     no_reference = gradient_statistics(gradients, None)
     assert math.isnan(no_reference["grad_bias"]) and math.isnan(no_reference["grad_mse"])
-    assert gradient_statistics(torch.ones(4, 3, dtype=torch.float64), None)["grad_snr"] == math.inf
+    assert math.isnan(gradient_statistics(torch.ones(4, 3, dtype=torch.float64), None)["grad_snr"])
 
 
 def test_split_parameters_flattens_every_distribution_kind_with_pytree() -> None:

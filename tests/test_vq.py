@@ -265,7 +265,8 @@ def test_vqvae_evaluate_reports_the_usage_metrics_consistently():
     torch.manual_seed(0)
     task = VQVAE(codes=16)
     metrics = task.evaluate()
-    assert set(metrics) == {"objective", "quantization_error", "perplexity", "codes_used", "dead_codes"}
+    expected = {"objective", "validation_objective", "quantization_error", "perplexity", "codes_used"}
+    assert set(metrics) == expected | {"dead_codes"}
     assert 1.0 <= metrics["perplexity"] <= 16 and 0 < metrics["codes_used"] <= 1
     _, index, _ = task.quantize(task.train_images)
     assert metrics["dead_codes"] == 16 - len(index.unique())
@@ -323,7 +324,8 @@ def test_vqvae_reads_mnist_from_a_local_npz_and_explains_a_missing_file(tmp_path
     np.savez(path, x_train=images[:40], x_test=images[40:])
     torch.manual_seed(0)
     task = VQVAE(data="mnist", path=str(path), batch_size=16, codes=8)
-    assert task.train_images.shape == (40, 784) and set(task.train_images.unique().tolist()) <= {0.0, 1.0}
+    assert task.train_images.shape == (34, 784) and task.validation_images.shape == (6, 784)
+    assert set(task.train_images.unique().tolist()) <= {0.0, 1.0}
     task.loss(VQRotation(), 1, task.train_batch(1)).backward()
     assert math.isfinite(task.evaluate()["objective"])
     with pytest.raises(ConfigError, match="mnist"):

@@ -8,13 +8,22 @@ statistics against the task's reference gradient (``bench.probe.statistics``).
 from __future__ import annotations
 
 import logging
-from statistics import median
 import time
 from typing import Any
 
+from torch import Tensor
+
 from bench.contract import PROBE_FIELDS
 from bench.errors import ConfigError
-from bench.probe.draws import draw_gradients, draw_gradients_vectorized, split_parameters
+from bench.probe.draws import (
+    WRT_CHOICES,
+    Targets,
+    deterministic_gradient,
+    draw_gradients,
+    draw_gradients_vectorized,
+    probe_targets,
+    split_parameters,
+)
 from bench.probe.statistics import flatten, gradient_statistics
 from bench.tasks.base import Task
 from estimators.base import Estimator
@@ -22,6 +31,7 @@ from estimators.base import Estimator
 __all__ = [
     "PROBE_FIELDS",
     "check_vectorize",
+    "check_wrt",
     "draw_gradients",
     "draw_gradients_vectorized",
     "flatten",
@@ -32,7 +42,6 @@ __all__ = [
 ]
 
 VECTORIZE_CHOICES = ("auto", "true", "false")
-TIMED_ESTIMATES = 3  # single draws timed after a vectorized probe, for estimate_time_ms
 
 log = logging.getLogger(__name__)
 
@@ -105,24 +114,42 @@ def report_fallback(task: Task, estimator: Estimator, reason: str, level: int = 
         )
 
 
+def reference_gradient(task: Task, batch: Any, targets: Targets) -> Tensor | None:
+    """The task's reference gradient with respect to the probe's targets, flattened; None without one."""
+    if targets.wrt == "parameters" or targets.are_parameters:
+        reference = task.reference_gradient(batch)
+    else:
+        reference = task.distribution_reference_gradient(targets.distribution(batch), batch)
+    return None if reference is None else flatten(reference).detach()
+
+
 def probe(
-    task: Task, estimator: Estimator, samples: int, draws: int, vectorize: Any = "auto"
+    task: Task,
+    estimator: Estimator,
+    samples: int,
+    draws: int,
+    vectorize: Any = "auto",
+    wrt: str = "parameters",
 ) -> dict[str, float]:
-    """Run one probe on the task's fixed probe batch; adds ``estimate_time_ms`` (time of one estimate).
+    """One probe on the task's fixed probe batch: M gradient draws and their statistics.
 
     ``vectorize`` (``probe.vectorize``): ``auto`` draws the M estimates in one batched computation where
     ``vectorization_blocker`` finds nothing against it, else with the per-draw loop (logged once per task and
     estimator); ``true`` insists (ConfigError if blocked); ``false`` always loops. ``probe_vectorized`` (1 or
-    0) records which path ran, ``probe_time_ms`` the time of the M draws.
-
-    ``estimate_time_ms`` is the time of ONE gradient estimate computed on its own, as in training, whichever
-    path drew the M estimates: the loop's time divided by M, or, after a vectorized probe, the median of
-    ``TIMED_ESTIMATES`` separately timed single draws (their gradients are discarded). The amortized cost of
-    a vectorized draw would rank estimators by how well they vectorize, not by what they cost in training.
+    0) records which path ran, ``probe_time_ms`` the time of the M draws. ``wrt`` (``probe.wrt``):
+    ``parameters`` (the task's probed parameters) or ``distribution`` (the distribution's own parameters at
+    the probe batch; ``bench.probe.draws.Targets``).
     """
     mode = check_vectorize(vectorize, task, estimator)
+    check_wrt(wrt, task)
     batch = task.probe_batch()
     batches = task.probe_batches(draws)  # one data batch per draw, or None: every draw uses ``batch``
+    if batches is not None and wrt == "distribution":
+        raise ConfigError(
+            f"probe.wrt=distribution needs one probe batch, but task {type(task).__name__} draws a fresh "
+            "data batch for every probe draw (Task.probe_batches); use probe.wrt=parameters."
+        )
+    targets = probe_targets(task, batch, wrt)
     blocker = vectorization_blocker(task, estimator) if mode != "false" else None
     if batches is not None and mode != "false":
         blocker = blocker or "the task draws a fresh data batch for every draw (Task.probe_batches)"
@@ -137,7 +164,7 @@ def probe(
     start = time.perf_counter()
     if vectorized:
         try:
-            gradients = draw_gradients_vectorized(task, estimator, samples, batch, draws)
+            gradients = draw_gradients_vectorized(task, estimator, samples, batch, draws, targets=targets)
         except (RuntimeError, NotImplementedError) as error:
             # torch.func refuses some operations (.item(), data-dependent Python control flow, an
             # autograd.Function without a vmap rule); in auto mode the loop computes the same statistics.
@@ -149,19 +176,27 @@ def probe(
             vectorized = False
             start = time.perf_counter()
     if not vectorized:
-        gradients = draw_gradients(task, estimator, samples, batch, draws, batches)
+        gradients = draw_gradients(task, estimator, samples, batch, draws, batches, targets)
     elapsed = time.perf_counter() - start
-    estimate_time = elapsed / draws
-    if vectorized:
-        single = []
-        for _ in range(TIMED_ESTIMATES):
-            started = time.perf_counter()
-            draw_gradients(task, estimator, samples, batch, 1)
-            single.append(time.perf_counter() - started)
-        estimate_time = median(single)
-    reference = task.reference_gradient(batch)
-    stats = gradient_statistics(gradients, flatten(reference) if reference is not None else None)
-    stats["estimate_time_ms"] = 1000 * estimate_time
+    # With a fresh batch per draw the deterministic terms differ between draws: not a constant to remove.
+    deterministic = deterministic_gradient(task, batch, targets) if batches is None else None
+    stats = gradient_statistics(gradients, reference_gradient(task, batch, targets), deterministic)
     stats["probe_time_ms"] = 1000 * elapsed
     stats["probe_vectorized"] = float(vectorized)
     return stats
+
+
+def check_wrt(value: Any, task: Task) -> str:
+    """``probe.wrt``: ``parameters`` or ``distribution`` (the latter needs the task's loss split in parts)."""
+    if value not in WRT_CHOICES:
+        raise ConfigError(
+            f"probe.wrt must be one of {', '.join(WRT_CHOICES)} (parameters: the task's probed parameters; "
+            f"distribution: the distribution's own parameters, e.g. the encoder's output logits), got "
+            f"probe.wrt={value!r}."
+        )
+    if value == "distribution" and type(task).loss is not Task.loss:
+        raise ConfigError(
+            f"probe.wrt=distribution needs the task's loss split into distribution, objective and "
+            f"deterministic parts, but task {type(task).__name__} overrides loss(); use probe.wrt=parameters."
+        )
+    return value

@@ -9,6 +9,7 @@ notes").
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,29 +21,98 @@ from bench.probe.statistics import flatten
 from bench.tasks.base import Task
 from estimators.base import Estimator
 
+WRT_CHOICES = ("parameters", "distribution")
+
+
+@dataclass
+class Targets:
+    """What a probe differentiates with respect to, and how to get the distribution's parameters from them.
+
+    ``wrt="parameters"``: the task's ``probed_parameters()``, with the distribution computed by the task.
+    ``wrt="distribution"``: the tensors of the distribution's parameters themselves at the probe batch (the
+    encoder's output logits, a Gaussian's mean and log-scale, a quantizer's z_e), detached from the encoder:
+    a gradient whose size does not depend on the encoder, as in Liu et al.'s (2023) analysis of ReinMax.
+    """
+
+    wrt: str
+    tensors: list[Tensor]
+    distribution: Callable[[Any], Any]
+    are_parameters: bool = True  # the tensors are the probed parameters (toy, gaussian: logits, mean, ...)
+
+
+def probe_targets(task: Task, batch: Any, wrt: str = "parameters") -> Targets:
+    probed = list(task.probed_parameters().values())
+    if wrt == "parameters":
+        return Targets(wrt, probed, task.distribution)
+    with torch.enable_grad():
+        leaves, rebuild = split_parameters(task.distribution(batch))
+    # The tensors that depend on trainable parameters (an EMA codebook, a buffer, is a constant here).
+    trained = [leaf.requires_grad for leaf in leaves]
+    detached = [leaf.detach().requires_grad_(grad) for leaf, grad in zip(leaves, trained, strict=True)]
+    rebuilt = rebuild(detached)
+    tensors = [leaf for leaf, grad in zip(detached, trained, strict=True) if grad]
+    originals = [leaf for leaf, grad in zip(leaves, trained, strict=True) if grad]
+    same = len(originals) == len(probed) and all(a is b for a, b in zip(originals, probed, strict=True))
+    return Targets(wrt, tensors, lambda _batch: rebuilt, same)
+
+
+def targets_loss(task: Task, estimator: Estimator, samples: int, batch: Any, targets: Targets) -> Tensor:
+    """The loss whose gradient with respect to ``targets.tensors`` is one estimate."""
+    if targets.wrt == "parameters":
+        return task.loss(estimator, samples, batch)  # honours a task that overrides loss()
+    params = targets.distribution(batch)
+    return estimator(params, task.objective(batch), samples).mean() + task.deterministic(params, batch)
+
 
 def draw_gradients(
-    task: Task, estimator: Estimator, samples: int, batch: Any, draws: int, batches: list[Any] | None = None
+    task: Task,
+    estimator: Estimator,
+    samples: int,
+    batch: Any,
+    draws: int,
+    batches: list[Any] | None = None,
+    targets: Targets | None = None,
 ) -> Tensor:
-    """M gradient estimates of ``task.loss`` with respect to the probed parameters, shape (M, P).
+    """M gradient estimates of the task's loss with respect to the probe's targets, shape (M, P).
 
-    Every draw uses ``batch``, or draw m uses ``batches[m]`` when given (``Task.probe_batches``).
+    Every draw uses ``batch``, or draw m uses ``batches[m]`` when given (``Task.probe_batches``). Targets
+    default to the probed parameters.
 
     The estimator is put in eval mode so that stateful parts (an EMA baseline) are read, not updated.
     """
-    parameters = list(task.probed_parameters().values())
+    targets = targets or probe_targets(task, batch)
     was_training = estimator.training
     estimator.eval()
     try:
         rows = []
         for draw in range(draws):
-            loss = task.loss(estimator, samples, batch if batches is None else batches[draw])
+            with torch.enable_grad():
+                loss = targets_loss(
+                    task, estimator, samples, batch if batches is None else batches[draw], targets
+                )
             rows.append(
-                flatten(torch.autograd.grad(loss, parameters, allow_unused=True, materialize_grads=True))
+                flatten(torch.autograd.grad(loss, targets.tensors, allow_unused=True, materialize_grads=True))
             )
     finally:
         estimator.train(was_training)
     return torch.stack(rows)
+
+
+def deterministic_gradient(task: Task, batch: Any, targets: Targets) -> Tensor | None:
+    """The exact gradient of the deterministic terms (a VAE's KL) with respect to the targets, flattened.
+
+    The same in every draw of a probe on one batch. None for a task that overrides ``loss()``: its loss
+    cannot be split into the estimated and the deterministic part.
+    """
+    if type(task).loss is not Task.loss:
+        return None
+    with torch.enable_grad():
+        params = targets.distribution(batch)
+        value = task.deterministic(params, batch)
+        if not value.requires_grad:
+            return torch.zeros(sum(tensor.numel() for tensor in targets.tensors))
+        gradient = torch.autograd.grad(value, targets.tensors, allow_unused=True, materialize_grads=True)
+    return flatten(gradient).detach()
 
 
 def split_parameters(params: Any) -> tuple[list[Tensor], Callable[[list[Tensor]], Any]]:
@@ -95,7 +165,13 @@ def read_directly(stochastic: StochasticPart, leaves: list[Tensor], targets: lis
 
 
 def draw_gradients_vectorized(
-    task: Task, estimator: Estimator, samples: int, batch: Any, draws: int, chunk_size: int | None = None
+    task: Task,
+    estimator: Estimator,
+    samples: int,
+    batch: Any,
+    draws: int,
+    chunk_size: int | None = None,
+    targets: Targets | None = None,
 ) -> Tensor:
     """The same M estimates as ``draw_gradients`` (shape (M, P)), drawn in one batched computation.
 
@@ -114,14 +190,15 @@ def draw_gradients_vectorized(
     ``task.distribution`` is deterministic; a task whose encoder is random declares ``vectorizable = False``.
     ``chunk_size`` bounds memory by vectorizing that many draws at a time.
     """
-    targets = list(task.probed_parameters().values())
+    probed = targets or probe_targets(task, batch)
+    targets = probed.tensors
     position = {id(target): index for index, target in enumerate(targets)}
     module_names = {id(parameter): name for name, parameter in task.named_parameters(remove_duplicate=False)}
     was_training = estimator.training
     estimator.eval()
     try:
         with torch.enable_grad():
-            params = task.distribution(batch)
+            params = probed.distribution(batch)
             leaves, rebuild = split_parameters(params)
             deterministic = task.deterministic(params, batch)
             fixed = (

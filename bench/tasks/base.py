@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.utils._pytree import tree_leaves
 
 from estimators.base import Estimator
 
@@ -40,6 +41,9 @@ from estimators.base import Estimator
 class Task(nn.Module):
     latent: ClassVar[str] = ""
     reference: ClassVar[str] = "none"
+    # The best objective any parameters can reach, where it is known (analytic for toy and gaussian): the
+    # report's default time-to-target is a stated fraction of the way from the initial objective to it.
+    best_known_objective: float | None = None
 
     def distribution(self, batch: Any) -> Any:
         raise NotImplementedError
@@ -86,6 +90,22 @@ class Task(nn.Module):
 
     def reference_gradient(self, batch: Any) -> list[Tensor] | None:
         return None
+
+    def distribution_reference_gradient(self, params: Any, batch: Any) -> list[Tensor] | None:
+        """The true gradient of the loss with respect to the tensors of ``params`` that require a gradient
+        (the distribution's parameters at ``batch``, detached from the encoder), or None if unknown.
+
+        Used by probes with ``probe.wrt=distribution``. By default it enumerates every outcome with the
+        exact estimator when the task's reference is ``exact`` and its latent is categorical.
+        """
+        if self.reference != "exact" or self.latent != "categorical":
+            return None
+        from estimators.exact import Exact
+
+        tensors = [leaf for leaf in tree_leaves(params) if isinstance(leaf, Tensor) and leaf.requires_grad]
+        with torch.enable_grad():
+            loss = Exact()(params, self.objective(batch), 1).mean() + self.deterministic(params, batch)
+            return list(torch.autograd.grad(loss, tensors, allow_unused=True, materialize_grads=True))
 
     def evaluate(self) -> dict[str, float]:
         raise NotImplementedError

@@ -1,9 +1,10 @@
 """Data shared by the tasks: image loaders (bundled digits, MNIST files), the seeded epoch sampler, MLPs.
 
-Nothing is downloaded. ``digits`` is scikit-learn's bundled 8×8 digits (1797 images), pixels binarized at half
-intensity (> 8 of 16), split once into train and test by a fixed permutation (seed 0, 20% test). ``mnist``
-reads local files (IDX, optionally gzipped, or a Keras-style ``mnist.npz``) and binarizes them statically at
-pixel > 127; a missing or malformed file is a ``ConfigError`` that says what to download and where to put it.
+Nothing is downloaded. ``digits`` is scikit-learn's bundled 8×8 digits (1797 images), pixels binarized at
+half intensity (> 8 of 16), split once 60/20/20 into train, validation and test by a fixed permutation
+(seed 0). ``mnist`` reads local files (IDX, optionally gzipped, or a Keras-style ``mnist.npz``) and binarizes
+them statically at pixel > 127, with the standard split (50,000 train, 10,000 validation, 10,000 test); a
+missing or malformed file is a ``ConfigError`` that says what to download and where to put it.
 
 Training data order depends on the run's seed alone: a task draws its batches from the generator the runner
 gives ``train_batch`` (``EpochSampler``: epochs of fresh permutations; ``with_replacement``: independent
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 
 from bench.errors import ConfigError
 
-TEST_FRACTION = 0.2  # of the digits, held out once with a fixed permutation
+TEST_FRACTION = 0.2  # of the digits, held out once with a fixed permutation; as much again validates
 SPLIT_SEED = 0
 IMAGE_DATA = ("digits", "mnist")
 
@@ -35,14 +36,27 @@ MNIST_HELP = (
 )
 
 
-def load_digits_binarized() -> tuple[Tensor, Tensor]:
-    """scikit-learn's 8×8 digits, pixels in {0, 1} (intensity > 8 of 16), as (train, test) float tensors."""
+class Images(NamedTuple):
+    """Binarized images, (N, pixels) float tensors of 0 and 1, in three disjoint splits."""
+
+    train: Tensor
+    validation: Tensor
+    test: Tensor
+
+
+def load_digits_binarized() -> Images:
+    """scikit-learn's 8×8 digits, pixels in {0, 1} (intensity > 8 of 16), split 60/20/20.
+
+    One fixed permutation (seed 0): its first 20% are the test images, the next 20% the validation images,
+    the rest the training images.
+    """
     from sklearn.datasets import load_digits
 
     images = torch.from_numpy(load_digits().data > 8).float()
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    test_count = round(TEST_FRACTION * len(images))
-    return images[order[test_count:]], images[order[:test_count]]
+    held_out = round(TEST_FRACTION * len(images))
+    test, validation, train = order[:held_out], order[held_out : 2 * held_out], order[2 * held_out :]
+    return Images(images[train], images[validation], images[test])
 
 
 def read_idx_images(path: Path) -> np.ndarray:
@@ -75,8 +89,12 @@ def find_idx(directory: Path, stem: str) -> Path:
     raise ConfigError(f"task.data=mnist: neither {stem} nor {stem}.gz is in {directory}. {MNIST_HELP}")
 
 
-def load_mnist_binarized(path: str | Path | None) -> tuple[Tensor, Tensor]:
-    """MNIST from local files (a directory of IDX files or an .npz), binarized at pixel > 127."""
+def load_mnist_binarized(path: str | Path | None) -> Images:
+    """MNIST from local files (a directory of IDX files or an .npz), binarized at pixel > 127.
+
+    The standard split: the first 50,000 training images train, the last 10,000 validate, and the 10,000
+    test images test (a smaller file keeps the same proportions: its last sixth validates).
+    """
     if path is None:
         raise ConfigError(f"task.data=mnist needs task.path. {MNIST_HELP}")
     path = Path(path).expanduser()
@@ -103,11 +121,17 @@ def load_mnist_binarized(path: str | Path | None) -> tuple[Tensor, Tensor]:
             f"task.data=mnist: expected non-empty train and test images of the same size, got "
             f"{train.shape} and {test.shape} from {path}. {MNIST_HELP}"
         )
-    return torch.from_numpy(train > 127).float(), torch.from_numpy(test > 127).float()
+    kept = len(train) - len(train) // 6  # 50,000 of MNIST's 60,000 training images train, the rest validate
+    binary = binarize(train)
+    return Images(binary[:kept], binary[kept:], binarize(test))
 
 
-def load_images(data: str, path: str | None) -> tuple[Tensor, Tensor]:
-    """Binarized (train, test) images of shape (N, pixels) from ``task.data`` (and ``task.path``)."""
+def binarize(images: np.ndarray) -> Tensor:
+    return torch.from_numpy(images > 127).float()
+
+
+def load_images(data: str, path: str | None) -> Images:
+    """Binarized (train, validation, test) images, (N, pixels), from ``task.data`` and ``task.path``."""
     if data == "digits":
         return load_digits_binarized()
     if data == "mnist":

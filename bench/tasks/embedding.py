@@ -21,7 +21,8 @@ Nothing is sampled (latent kind ``none``; use ``estimator=none``): the loss is t
 batch. There is no reference gradient (``reference: none``); each probe draw uses a fresh training batch
 (``probe_batches``), so ``grad_variance`` is the spread of the minibatch gradient of the class table U.
 
-Metrics. ``evaluate()``: ``objective`` = test cross-entropy (``final_loss``), ``test_accuracy``,
+Metrics. ``evaluate()``: ``objective`` = test cross-entropy (``final_loss``), ``validation_objective`` = the
+same on a validation set (drawn after the train and test sets), ``test_accuracy``,
 ``train_eval_loss`` and ``train_accuracy`` on the first ``eval_size`` training examples, ``rows_seen`` =
 fraction of the V rows that have been in at least one training batch. ``after_step`` (recorded every
 ``log_every`` steps): ``rows_touched`` = distinct tokens in the step's batch (rows with a gradient);
@@ -72,6 +73,7 @@ class EmbeddingTask(Task):
         zipf: float = 1.1,
         train_size: int = 50_000,
         test_size: int = 5_000,
+        validation_size: int = 5_000,
         batch_size: int = 64,
         sparse: bool = False,
         init_scale: float = 0.1,
@@ -88,6 +90,7 @@ class EmbeddingTask(Task):
                 zipf=zipf,
                 train_size=train_size,
                 test_size=test_size,
+                validation_size=validation_size,
                 batch_size=batch_size,
                 sparse=sparse,
                 init_scale=init_scale,
@@ -101,6 +104,7 @@ class EmbeddingTask(Task):
                 "zipf": number(least=0).explained("It is the Zipf exponent."),
                 "train_size": whole(least=1),
                 "test_size": whole(least=1),
+                "validation_size": whole(least=1),
                 "batch_size": whole(least=1, most=train_size),
                 "sparse": flag(),
                 "init_scale": number(above=0),
@@ -110,10 +114,14 @@ class EmbeddingTask(Task):
         self.vocabulary, self.classes, self.batch_size, self.sparse = vocabulary, classes, batch_size, sparse
         data = torch.Generator().manual_seed(data_seed)
         hidden = torch.randn(vocabulary, classes, generator=data)
-        tokens = zipf_bags(vocabulary, zipf, train_size + test_size, bag, data)
+        # Train, test, then validation examples: the validation set is drawn after the other two, so that
+        # adding it left the training and test data as they were.
+        tokens = zipf_bags(vocabulary, zipf, train_size + test_size + validation_size, bag, data)
         labels = hidden[tokens].sum(1).argmax(-1)
-        self.train_tokens, self.test_tokens = tokens[:train_size], tokens[train_size:]
-        self.train_labels, self.test_labels = labels[:train_size], labels[train_size:]
+        test_end = train_size + test_size
+        self.train_tokens, self.train_labels = tokens[:train_size], labels[:train_size]
+        self.test_tokens, self.test_labels = tokens[train_size:test_end], labels[train_size:test_end]
+        self.validation_tokens, self.validation_labels = tokens[test_end:], labels[test_end:]
         self.eval_size = min(eval_size, train_size)
 
         self.tokens = nn.EmbeddingBag(vocabulary, dim, mode="mean", sparse=sparse)
@@ -190,11 +198,13 @@ class EmbeddingTask(Task):
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         test_loss, test_accuracy = self.measure(self.test_tokens, self.test_labels)
+        validation_loss, _ = self.measure(self.validation_tokens, self.validation_labels)
         train_loss, train_accuracy = self.measure(
             self.train_tokens[: self.eval_size], self.train_labels[: self.eval_size]
         )
         return {
             "objective": test_loss,
+            "validation_objective": validation_loss,
             "test_accuracy": test_accuracy,
             "train_eval_loss": train_loss,
             "train_accuracy": train_accuracy,

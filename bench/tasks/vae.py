@@ -24,10 +24,11 @@ Data (``bench.tasks.data``): ``digits``, scikit-learn's bundled 8×8 digits, or 
 binarized. Training batches come in epochs of permutations drawn from the run's seeded data generator; the
 probe batch is the first ``probe_size`` training images, the same in every run.
 
-``evaluate()`` returns ``objective`` = test −ELBO: computed exactly by enumerating the codes while
-C^L ≤ 4096 (with ``test_nll`` = exact −log p(x) = −log Σ_z p(z) p(x|z)); above that, estimated with
-``eval_samples`` samples from q per test image drawn from a fixed generator (with ``test_nll_iwae``, the
-importance-weighted bound of Burda et al. 2016 on −log p(x) from the same samples).
+``evaluate()`` returns ``objective`` = test −ELBO and ``validation_objective`` = validation −ELBO (what
+time-to-target and tuning read, so that the test set chooses nothing), computed exactly by enumerating the
+codes while C^L ≤ 4096 (with ``test_nll`` = exact −log p(x) = −log Σ_z p(z) p(x|z)); above that, estimated
+with ``eval_samples`` samples from q per test image drawn from a fixed generator (with ``test_nll_iwae``,
+the importance-weighted bound of Burda et al. 2016 on −log p(x) from the same samples).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class VAE(Task):
                 "eval_samples": whole(least=1),
             },
         )
-        train, test = load_images(data, path)
+        train, validation, test = load_images(data, path)
         for key in ("batch_size", "probe_size"):
             if arguments[key] > len(train):
                 refuse(key, arguments[key], f"at most the {len(train)} training images of task.data={data}")
@@ -107,6 +108,7 @@ class VAE(Task):
         self.enumerable = self.codes <= EXACT_LIMIT
         self.reference = "exact" if self.enumerable else "none"
         self.register_buffer("train_images", train, persistent=False)
+        self.register_buffer("validation_images", validation, persistent=False)
         self.register_buffer("test_images", test, persistent=False)
         pixels = train.shape[1]
         per_variable = 1 if self.bernoulli else self.classes
@@ -210,9 +212,11 @@ class VAE(Task):
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         test = self.measure(self.test_images)
+        validation = self.measure(self.validation_images)
         train = self.measure(self.train_images[:TRAIN_EVAL_POINTS])
         return {
             "objective": test["elbo"],
+            "validation_objective": validation["elbo"],
             "test_reconstruction": test["reconstruction"],
             "test_kl": test["kl"],
             "test_nll" if self.enumerable else "test_nll_iwae": test["nll"],

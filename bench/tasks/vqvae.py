@@ -20,13 +20,14 @@ There is no true gradient (``reference: none``): the probe draws each of its M e
 batch (``probe_batches``), so ``grad_variance`` is the spread of the estimate across data batches (plus the
 sampling noise of a stochastic quantizer), and the bias fields are NaN.
 
-Metrics. ``evaluate()`` (at every probe) on the held-out images: ``objective`` = reconstruction loss
-−log p(x | z_q) per image (nats; the headline ``final_loss``), ``quantization_error`` = mean ‖z_e − e_k‖² per
-latent vector, ``perplexity`` = exp(entropy of the code frequencies) (K when all codes are used equally),
-``codes_used`` = fraction of the K codes assigned to at least one held-out latent vector, and ``dead_codes``
-= number of codes assigned to no latent vector of the training images (at most ``usage_images`` of them).
-``after_step`` records the same quantities on each training batch as ``train_reconstruction``,
-``train_quantization_error``, ``train_perplexity`` and ``train_codes_used`` (every ``log_every`` steps).
+Metrics. ``evaluate()`` (at every probe) on the held-out images: ``objective`` = reconstruction loss −log p(x
+| z_q) per image (nats; the headline ``final_loss``), ``validation_objective`` the same on the validation
+images, ``quantization_error`` = mean ‖z_e − e_k‖² per latent vector, ``perplexity`` = exp(entropy of the code
+frequencies) (K when all codes are used equally), ``codes_used`` = fraction of the K codes assigned to at
+least one held-out latent vector, and ``dead_codes`` = number of codes assigned to no latent vector of the
+training images (at most ``usage_images`` of them). ``after_step`` records the same quantities on each
+training batch as ``train_reconstruction``, ``train_quantization_error``, ``train_perplexity`` and
+``train_codes_used`` (every ``log_every`` steps).
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class VQVAE(Task):
                 "usage_images": whole(least=1),
             },
         )
-        train, test = load_images(data, path)
+        train, validation, test = load_images(data, path)
         if train.shape[0] < batch_size:
             refuse("batch_size", batch_size, f"at most the {train.shape[0]} training images")
         if codebook_init == "data" and train.shape[0] * latents < codes:
@@ -109,6 +110,7 @@ class VQVAE(Task):
                 "task.codebook_init=data",
             )
         self.register_buffer("train_images", train, persistent=False)
+        self.register_buffer("validation_images", validation, persistent=False)
         self.register_buffer("test_images", test, persistent=False)
         self.latents, self.dim, self.codes = int(latents), int(dim), int(codes)
         self.batch_size, self.beta, self.usage_images = int(batch_size), float(beta), int(usage_images)
@@ -206,9 +208,11 @@ class VQVAE(Task):
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         test = self.statistics(self.test_images)
+        validation = self.statistics(self.validation_images)
         _, train_index, _ = self.quantize(self.train_images[: self.usage_images])
         return {
             "objective": test.pop("reconstruction"),
+            "validation_objective": validation["reconstruction"],
             **test,
             "dead_codes": code_usage(train_index, self.codes)["unused_codes"],
         }
