@@ -164,5 +164,3 @@ def setup(config: DictConfig) -> tuple[Task, Estimator, torch.optim.Optimizer]:
     check_wrt(config.probe.get("wrt", "parameters"), task)
     optimizer = build(config.optimizer, params=list(task.parameters()))
     return task, estimator, optimizer
-
-

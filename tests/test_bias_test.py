@@ -108,8 +108,11 @@ def test_statistics_match_a_float64_transcription_of_their_definitions():
         mean = g.mean(0)
         variance = float(((g - mean) ** 2).sum() / (draws - 1))
         target = reference.double() if exact else references.double().mean(0)
-        reference_noise = 0.0 if exact else float(((references.double() - target) ** 2).sum()) / (
-            (reference_draws - 1) * reference_draws
+        reference_noise = (
+            0.0
+            if exact
+            else float(((references.double() - target) ** 2).sum())
+            / ((reference_draws - 1) * reference_draws)
         )
         estimated, truth = mean - deterministic.double(), target - deterministic.double()
         signal = float(estimated @ estimated) - variance / draws

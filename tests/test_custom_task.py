@@ -17,8 +17,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 
-from bench.errors import ConfigError
 from bench.build import setup
+from bench.errors import ConfigError
 from bench.tasks.base import Task
 from tests.helpers import run_cli
 

@@ -13,8 +13,8 @@ import math
 import pytest
 import torch
 
-from bench.errors import ConfigError
 from bench.build import setup
+from bench.errors import ConfigError
 from estimators import DisARM, EstimatorError, Exact
 
 UNBIASED_SE = 4.5

@@ -105,7 +105,12 @@ def test_lookahead_objective_is_evaluated_at_the_slow_weights(config_factory, tm
     # probe.every=3 is not a multiple of k=5: at step 3 the fast weights have moved three steps, while the
     # slow weights are still the initial parameters, so the objective recorded there equals step 0's.
     config = config_factory(
-        "task=toy", "estimator=score_function", "optimizer=lookahead", "steps=3", "probe.every=3", "probe.draws=4"
+        "task=toy",
+        "estimator=score_function",
+        "optimizer=lookahead",
+        "steps=3",
+        "probe.every=3",
+        "probe.draws=4",
     )
     config.optimizer.inner.lr = 0.5  # large steps: the fast weights move visibly
     torch.manual_seed(0)
@@ -119,7 +124,9 @@ def test_lookahead_objective_is_evaluated_at_the_slow_weights(config_factory, tm
     fast = task.evaluate()["objective"]  # the fast weights, where the gradient is probed
     assert abs(fast - objective[0]) > 1e-3
     # Negative control: plain Adam records the moved parameters.
-    config = config_factory("task=toy", "estimator=score_function", "optimizer=adam", "steps=3", "probe.every=3")
+    config = config_factory(
+        "task=toy", "estimator=score_function", "optimizer=adam", "steps=3", "probe.every=3"
+    )
     config.optimizer.lr, config.probe.draws, config.samples = 0.5, 4, 1
     torch.manual_seed(0)
     task, estimator, optimizer = setup(config)

@@ -21,8 +21,8 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from bench.probe import flatten, probe
 from bench.build import setup
+from bench.probe import flatten, probe
 from bench.tasks.gaussian import GaussianTask
 from estimators import EstimatorError, Gaussian, MeasureValued
 

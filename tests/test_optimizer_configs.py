@@ -9,8 +9,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from bench.errors import ConfigError
 from bench.build import build
+from bench.errors import ConfigError
 from optim.lazy import LazyAdam
 from optim.lookahead import Lookahead
 

@@ -17,8 +17,8 @@ import math
 import pytest
 import torch
 
-from bench.errors import ConfigError
 from bench.build import estimators_for
+from bench.errors import ConfigError
 from bench.runner import run
 from bench.tasks.vqvae import VQVAE
 from estimators.base import EstimatorError
