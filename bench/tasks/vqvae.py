@@ -174,8 +174,10 @@ class VQVAE(Task):
 
     def probe_batches(self, draws: int) -> list[Tensor]:
         """A fresh training batch per draw: with no true gradient, the spread across data is measured."""
-        size = self.train_images.shape[0]
-        return [self.train_images[with_replacement(size, self.batch_size, None)] for _ in range(draws)]
+        size, device = self.train_images.shape[0], self.train_images.device
+        return [
+            self.train_images[with_replacement(size, self.batch_size, None, device)] for _ in range(draws)
+        ]
 
     def probed_parameters(self) -> dict[str, Tensor]:
         return {f"encoder.{name}": parameter for name, parameter in self.encoder.named_parameters()}
