@@ -39,7 +39,19 @@ def test_report_writes_summary_figures_and_markdown(sweep):
         assert (report / f"{stem}.png").stat().st_size > 10_000, stem
         assert (report / f"{stem}.pdf").exists()
     text = (report / "report.md").read_text()
-    assert "Mean ± 95% CI over seeds" in text and "| estimator | seeds |" in text
+    assert "95% intervals over seeds" in text and "| estimator | seeds | final_loss |" in text
+    comparisons = pd.read_csv(report / "comparisons.csv")
+    assert list(comparisons.columns) == [
+        "task",
+        "metric",
+        "a",
+        "b",
+        "estimate",
+        "ci_low",
+        "ci_high",
+        "p_holm",
+    ]
+    assert "too few seeds for rank intervals" in text  # 2 seeds
     assert "![toy_objective.png](toy_objective.png)" in text
     # The table's numbers are the mean over the two seeds of what the runs wrote.
     runs = [json.loads(p.read_text()) for p in sweep.rglob("summary.json") if "report" not in p.parts]

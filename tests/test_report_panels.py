@@ -106,7 +106,7 @@ def test_a_declared_panel_and_column_of_a_task_of_your_own(report):
     text = (report / "report.md").read_text()
     section = text[text.index("Lanterns left dark at the end:") :]
     header = next(line for line in section.splitlines() if line.startswith("| estimator |"))
-    assert header == "| estimator | seeds | dark fraction | dark fraction (training) |"
+    assert header == "| estimator | seeds | dark fraction | dark fraction (training) | runs ok/total |"
     assert f"![{figure.name}]({figure.name})" in section
     # The column's values are each configuration's mean over seeds of the metric at the last probe.
     curves = pd.read_csv(report / "curves.csv")

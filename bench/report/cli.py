@@ -1,8 +1,10 @@
 """``python -m bench.report DIR``: tables and figures from every run below DIR (reads files only).
 
 Writes into ``DIR/report/`` (or ``--out``): ``summary.csv`` (one row per run), ``curves.csv`` (every metric
-of every run, long form), PNG and PDF figures, and ``report.md``. ``--from-tables REPORT_DIR`` rebuilds
-report.md and the figures from a report folder's summary.csv and curves.csv, without the run folders.
+of every run, long form), ``comparisons.csv`` (every pairwise comparison of every ranking), PNG and PDF
+figures with the numbers each draws (``<figure>.csv``), and ``report.md``. ``--from-tables REPORT_DIR``
+rebuilds report.md and the figures from a report folder's summary.csv and curves.csv, without the run
+folders.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.report.markdown import ReportOptions
+from bench.report.survival import DEFAULT_FRACTION
 from bench.report.write import write_from_tables, write_report
 
 
-def parse_targets(items: list[str]) -> dict[str, float]:
+def parse_targets(
+    items: list[str], option: str = "--target", example: str = "embedding=0.7"
+) -> dict[str, float]:
     """``TASK=VALUE`` items as a mapping; ValueError naming the item that is not of that form."""
     targets = {}
     for item in items:
@@ -22,9 +28,7 @@ def parse_targets(items: list[str]) -> dict[str, float]:
         try:
             targets[task] = float(value)
         except ValueError:
-            raise ValueError(
-                f"--target {item!r}: expected TASK=NUMBER, e.g. --target embedding=0.7"
-            ) from None
+            raise ValueError(f"{option} {item!r}: expected TASK=NUMBER, e.g. {option} {example}") from None
     return targets
 
 
@@ -45,8 +49,25 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="TASK=VALUE",
-        help="objective level of TASK's time-to-target table (repeatable; default: the best level that every "
-        "configuration's mean curve reaches)",
+        help="level of TASK's time-to-target table, on validation_objective where the runs record it, else "
+        "objective (repeatable; default: --target-fraction of the way from the initial value to the best "
+        "known one)",
+    )
+    result.add_argument(
+        "--target-fraction",
+        type=float,
+        default=DEFAULT_FRACTION,
+        metavar="F",
+        help="default target: this fraction of the gap between the initial value (step 0) and the task's "
+        f"best known value (default {DEFAULT_FRACTION})",
+    )
+    result.add_argument(
+        "--budget",
+        action="append",
+        default=[],
+        metavar="TASK=MS",
+        help="compute budget T (ms per gradient) of TASK's MSE-at-a-budget ranking (repeatable; default: the "
+        "largest estimate_time_ms among its sampling configurations)",
     )
     return result
 
@@ -56,9 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser().parse_args(argv)
     try:
         targets = parse_targets(arguments.target)
+        budgets = parse_targets(arguments.budget, "--budget", "vae=5")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if not 0 < arguments.target_fraction <= 1:
+        print(f"error: --target-fraction must be in (0, 1], got {arguments.target_fraction}", file=sys.stderr)
+        return 2
+    if any(not value > 0 for value in budgets.values()):
+        print("error: --budget must be a positive number of milliseconds", file=sys.stderr)
+        return 2
+    options = ReportOptions(targets, arguments.target_fraction, budgets)
     if not arguments.root.is_dir():
         print(
             f"error: {arguments.root} is not a folder; give the folder that holds your runs.", file=sys.stderr
@@ -66,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if arguments.from_tables:
-            directory = write_from_tables(arguments.root, arguments.out, targets)
+            directory = write_from_tables(arguments.root, arguments.out, options)
         else:
-            directory = write_report(arguments.root, arguments.out, targets)
+            directory = write_report(arguments.root, arguments.out, options)
     except FileNotFoundError as error:
         hint = (
             "Give a report folder written by python -m bench.report."

@@ -5,19 +5,24 @@ A task config may hold a ``report`` node (``conf/task/<task>.yaml``, a config of
 resolved config in each run's ``.hydra/config.yaml``, where the report reads it. Its schema::
 
     report:
+      best_known: 0.0                # the best known value of the objective (optional): sets the default
+                                     # time-to-target level (a fraction of the gap from step 0 to it)
       sections:                      # each: a table, a figure, or both, in this order in report.md
         - name: codebook             # the figure's file: <task>_codebook.png (letters, digits, _ and -)
           text: ...                  # a paragraph above the table (optional)
-          columns:                   # the table: one row per configuration, mean ± 95% CI over seeds
-            - metric: perplexity     # a metric of metrics.csv (or bias_in_se), or a summary field
+          columns:                   # the table: one row per configuration, 95% interval over seeds
+            - metric: perplexity     # a metric of metrics.csv, or a summary field
               title: perplexity      # the column's header (default: the metric)
               value: last            # last | training | step_zero | summary (see VALUES)
+              log: false             # interval on the log scale: geometric mean ×/÷ factor (scale
+                                     # quantities such as grad_variance are on it whatever this says)
           sort: objective            # rows sorted by this metric's column, lowest first (default: label)
           title: codebook usage      # the figure's title (default: the single panel's title)
           panels:                    # the figure: one panel per metric over training steps
             - metric: perplexity
               title: codebook perplexity (held-out)
-              log: false             # logarithmic y axis (non-positive values left out)
+              log: false             # logarithmic y axis and a log-scale band (non-positive values left
+                                     # out); scale quantities get a log-scale band whatever this says
               skip_step_zero: false  # leave out step 0 (a first drop that would squash the rest)
               horizontal_line: null  # a dashed reference level, e.g. 1.0
           note: ...                  # a paragraph below the figure (optional)
@@ -40,11 +45,12 @@ import yaml
 
 VALUES = {
     "last": "the run's last recorded value of the metric",
-    "training": "the mean of the run's values after step 0 (over its probes, for a probed metric)",
+    "training": "the mean of the run's values after step 0 (over its probes, for a probed metric; the "
+    "geometric mean for a log-scale column)",
     "step_zero": "the value at step 0, where every configuration of a seed starts from the same parameters",
     "summary": "the field of the run's summary.json",
 }
-"""Which value of a run a table column shows; the table gives their mean ± 95% CI over seeds."""
+"""Which value of a run a table column shows; the table gives their 95% interval over seeds."""
 
 NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 BUNDLED_TASKS = Path(__file__).resolve().parents[2] / "conf" / "task"
@@ -56,7 +62,8 @@ class DeclarationError(ValueError):
 
 @dataclass(frozen=True)
 class Panel:
-    """One panel of a figure: ``metric`` over training steps, mean and 95% CI band per configuration."""
+    """One panel of a figure: ``metric`` over training steps, the 95% interval over seeds per configuration
+    (``bench.report.statistics``)."""
 
     metric: str
     title: str
@@ -67,11 +74,13 @@ class Panel:
 
 @dataclass(frozen=True)
 class Column:
-    """One column of a section's table: ``value`` (see VALUES) of ``metric``, mean ± 95% CI over seeds."""
+    """One column of a section's table: ``value`` (see VALUES) of ``metric``, its 95% interval over seeds
+    (on the log scale when ``log``)."""
 
     metric: str
     title: str
     value: str = "last"
+    log: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,12 +147,17 @@ def parse_panel(node: Any, where: str) -> Panel:
 
 
 def parse_column(node: Any, where: str) -> Column:
-    node = keys_of(node, where, ("metric", "title", "value"), ("metric",))
+    node = keys_of(node, where, ("metric", "title", "value", "log"), ("metric",))
     metric = text_of(node, "metric", where)
     value = text_of(node, "value", where, "last")
     if value not in VALUES:
         raise DeclarationError(f"{where}.value is {value!r}; it must be one of {', '.join(VALUES)}")
-    return Column(metric=metric, title=text_of(node, "title", where, metric), value=value)
+    return Column(
+        metric=metric,
+        title=text_of(node, "title", where, metric),
+        value=value,
+        log=flag_of(node, "log", where),
+    )
 
 
 def parse_section(node: Any, where: str) -> Section:
@@ -176,11 +190,22 @@ def parse_section(node: Any, where: str) -> Section:
     )
 
 
-def parse_declaration(node: Any, where: str = "task.report") -> list[Section]:
-    """The sections a ``task.report`` node declares; DeclarationError when it does not follow the schema."""
+@dataclass(frozen=True)
+class Declaration:
+    """What a task's ``report`` node declares: its sections and the best known value of its objective."""
+
+    sections: tuple[Section, ...] = ()
+    best_known: float | None = None
+
+
+def parse_report(node: Any, where: str = "task.report") -> Declaration:
+    """The ``Declaration`` of a ``task.report`` node; DeclarationError when it does not follow the schema."""
     if node is None:
-        return []
-    node = keys_of(node, where, ("sections",), ())
+        return Declaration()
+    node = keys_of(node, where, ("sections", "best_known"), ())
+    best_known = node.get("best_known")
+    if best_known is not None and (isinstance(best_known, bool) or not isinstance(best_known, (int, float))):
+        raise DeclarationError(f"{where}.best_known must be a number, not {best_known!r:.60}")
     sections = [
         parse_section(item, f"{where}.sections[{index}]")
         for index, item in enumerate(list_of(node, "sections", where))
@@ -189,7 +214,12 @@ def parse_declaration(node: Any, where: str = "task.report") -> list[Section]:
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise DeclarationError(f"{where}: section name(s) {', '.join(repeated)} used twice")
-    return sections
+    return Declaration(tuple(sections), None if best_known is None else float(best_known))
+
+
+def parse_declaration(node: Any, where: str = "task.report") -> list[Section]:
+    """The sections a ``task.report`` node declares; DeclarationError when it does not follow the schema."""
+    return list(parse_report(node, where).sections)
 
 
 def encode(node: Any) -> str:
@@ -197,15 +227,15 @@ def encode(node: Any) -> str:
     return "" if node is None else json.dumps(node, sort_keys=True, ensure_ascii=False)
 
 
-def task_sections(encoded: Iterable[Any], task: str) -> list[Section]:
-    """The sections of ``task``, from its runs' declarations (JSON text; empty or NaN for none).
+def task_declaration(encoded: Iterable[Any], task: str) -> Declaration:
+    """The declaration of ``task``, from its runs' declarations (JSON text; empty or NaN for none).
 
     Runs of one task normally share one declaration; if they do not, the most common one is used, with a
     warning. A declaration that does not follow the schema is left out with a warning naming the problem.
     """
     texts = Counter(text for text in encoded if isinstance(text, str) and text)
     if not texts:
-        return []
+        return Declaration()
     chosen, _ = texts.most_common(1)[0]
     if len(texts) > 1:
         warnings.warn(
@@ -214,10 +244,15 @@ def task_sections(encoded: Iterable[Any], task: str) -> list[Section]:
             stacklevel=2,
         )
     try:
-        return parse_declaration(json.loads(chosen), f"task {task}: task.report")
+        return parse_report(json.loads(chosen), f"task {task}: task.report")
     except (DeclarationError, ValueError) as error:
         warnings.warn(f"{error}; the task's own report sections are left out", stacklevel=2)
-        return []
+        return Declaration()
+
+
+def task_sections(encoded: Iterable[Any], task: str) -> list[Section]:
+    """The sections of ``task``'s declaration (``task_declaration``)."""
+    return list(task_declaration(encoded, task).sections)
 
 
 def bundled_declarations() -> dict[str, Any]:

@@ -1,9 +1,12 @@
 """Figures: PNG and PDF files in the report folder, each configuration (label) in one colour throughout.
 
-Every figure is drawn from the tidy tables alone: ``ok`` (summary rows of the runs that finished) and
+Every figure is drawn from the tidy tables alone: ``ok`` (summary rows of the runs that finished),
 ``curves`` (long metrics of a task's runs with their ``label``, ``seed``, ``status``, ``stopped_at`` and
-``step_time_ms``). Bands are 95% confidence intervals over seeds (seaborn's bootstrap with a fixed seed for
-curves over steps, the t-interval for curves over time), so a rebuilt figure is the same figure.
+``step_time_ms``) and what the report computed from them. Bands and bars are the report's one interval over
+seeds (``bench.report.statistics.interval``: t-interval, on the log scale for scale quantities), the same
+numbers as the tables'. Beside each figure, ``<stem>.csv`` holds the numbers it draws (columns ``panel``,
+``label``, the position, ``center``, ``low``, ``high``, ``seeds``), so a rebuilt figure is the same figure
+and a reader can check it against the tables.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bench.report.declarations import Panel  # noqa: E402
-from bench.report.statistics import t_half_width, training_time  # noqa: E402
+from bench.report.gradients import COSTS, Crossing, mse_at_budget  # noqa: E402
+from bench.report.statistics import bands, interval, on_log_scale, per_seed, training_time  # noqa: E402
+from bench.report.survival import KaplanMeier  # noqa: E402
 
-BAND = ("ci", 95)
-BOOTSTRAP_SEED = 0
+BAND_ALPHA = 0.25
 
 
 def palette_for(labels: list[str]) -> dict[str, tuple]:
@@ -33,19 +37,26 @@ def palette_for(labels: list[str]) -> dict[str, tuple]:
     return dict(zip(sorted(labels), colours, strict=True))
 
 
-def save(figure: plt.Figure, directory: Path, stem: str) -> str:
-    """Write ``stem``.png and ``stem``.pdf into ``directory``; returns the PNG's file name."""
+def save(figure: plt.Figure, directory: Path, stem: str, data: pd.DataFrame | None = None) -> str:
+    """Write ``stem``.png and ``stem``.pdf (and ``stem``.csv, the numbers drawn) into ``directory``;
+    returns the PNG's file name."""
     figure.tight_layout()
     # bbox_inches="tight": long labels must not push titles and axis labels off the canvas.
     figure.savefig(directory / f"{stem}.png", dpi=130, bbox_inches="tight")
     figure.savefig(directory / f"{stem}.pdf", bbox_inches="tight")
     plt.close(figure)
+    if data is not None:
+        data.to_csv(directory / f"{stem}.csv", index=False)
     return f"{stem}.png"
 
 
 def count_text(counts: list[int]) -> str:
     """ "3" when every configuration has 3 seeds, "2–3" when they differ."""
     return f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)}–{max(counts)}"
+
+
+def interval_words(log: bool) -> str:
+    return "geometric mean ×/÷ 95% t-interval" if log else "mean ± 95% t-interval"
 
 
 def panel_data(panel: Panel, curves: pd.DataFrame) -> pd.DataFrame:
@@ -57,25 +68,25 @@ def panel_data(panel: Panel, curves: pd.DataFrame) -> pd.DataFrame:
     return data
 
 
-def draw_panel(axis: plt.Axes, panel: Panel, data: pd.DataFrame, palette: dict, annotate: bool) -> None:
-    """Mean and 95% CI band over seeds for runs that finished; runs that stopped early (diverged, failed
-    part-way) thin and dashed, ending in a cross where they stopped."""
+def draw_band(axis: plt.Axes, band: pd.DataFrame, position: str, palette: dict) -> None:
+    """Each label's centre line and its interval as a shaded band."""
+    for label, rows in band.groupby("label", sort=True):
+        rows = rows.sort_values(position)
+        axis.plot(rows[position], rows["center"], color=palette[label], label=label)
+        axis.fill_between(
+            rows[position], rows["low"], rows["high"], color=palette[label], alpha=BAND_ALPHA, lw=0
+        )
+
+
+def draw_panel(
+    axis: plt.Axes, panel: Panel, data: pd.DataFrame, palette: dict, annotate: bool
+) -> pd.DataFrame:
+    """The interval over seeds (``statistics.bands``) of the runs that finished; runs that stopped early
+    (diverged, failed part-way) thin and dashed, ending in a cross where they stopped. Returns the band."""
     finished = data[data["status"] == "ok"]
     stopped = data[data["status"] != "ok"]
-    if not finished.empty:
-        # Runs of one seed (a run redone elsewhere) are one replicate.
-        means = finished.groupby(["label", "seed", "step"], as_index=False)["value"].mean()
-        sns.lineplot(
-            data=means,
-            x="step",
-            y="value",
-            hue="label",
-            hue_order=sorted(means["label"].unique()),
-            palette=palette,
-            errorbar=BAND,
-            seed=BOOTSTRAP_SEED,
-            ax=axis,
-        )
+    band = bands(finished, "step", on_log_scale(panel.metric, panel.log))
+    draw_band(axis, band, "step", palette)
     for (_run, label, status, stopped_at), group in stopped.groupby(["run", "label", "status", "stopped_at"]):
         group = group.sort_values("step")
         axis.plot(group["step"], group["value"], "--", lw=0.8, color=palette[label], alpha=0.8)
@@ -94,6 +105,7 @@ def draw_panel(axis: plt.Axes, panel: Panel, data: pd.DataFrame, palette: dict, 
     if panel.log:
         axis.set_yscale("log")
     axis.grid(alpha=0.3)
+    return band
 
 
 def figure_panels(
@@ -118,12 +130,14 @@ def figure_panels(
     figure, axes = plt.subplots(rows, columns, figsize=size, sharex=not single, squeeze=False)
     for axis in axes.flat[len(panels) :]:
         axis.set_visible(False)
-    seeds, stopped, legend = [], False, None
+    seeds, stopped, legend, drawn, scales = [], False, None, [], set()
     for axis, panel, frame, visible in zip(axes.flat, panels, data, shown, strict=False):
         if not visible:
             axis.set_visible(False)
             continue
-        draw_panel(axis, panel, frame, palette, annotate=single)
+        band = draw_panel(axis, panel, frame, palette, annotate=single)
+        drawn.append(band.assign(panel=panel.metric))
+        scales.add(on_log_scale(panel.metric, panel.log))
         finished = frame[frame["status"] == "ok"]
         seeds += finished.groupby("label")["seed"].nunique().tolist()
         stopped = stopped or (frame["status"] != "ok").any()
@@ -132,110 +146,304 @@ def figure_panels(
             axis.set(xlabel="training step", ylabel=ylabel + (" (log scale)" if panel.log else ""))
         else:
             axis.set(title=panel.title, xlabel="training step", ylabel="")
-        if axis.get_legend() is not None:
+        if axis.get_legend_handles_labels()[0]:
             if legend is None:
                 legend = axis
-            else:
-                axis.get_legend().remove()
     if legend is not None:
         legend.legend(fontsize=8 if single else 7)
-    band = f"mean, 95% CI band over {count_text(seeds or [0])} seeds"
-    band += "; ✕ = run stopped early" if stopped else ""
+    words = " / ".join(interval_words(log) for log in sorted(scales))
+    band_text = f"{words} over {count_text(seeds or [0])} seeds"
+    band_text += "; ✕ = run stopped early" if stopped else ""
     if single:
-        axes.flat[0].set_title(f"{task}: {title or panels[0].title}\n({band})")
+        axes.flat[0].set_title(f"{task}: {title or panels[0].title}\n({band_text})")
     else:
-        figure.suptitle(f"{task}: {title} ({band})")
-    return save(figure, directory, stem)
+        figure.suptitle(f"{task}: {title}\n({band_text})")
+    table = pd.concat(drawn, ignore_index=True)
+    return save(figure, directory, stem, table[["panel", "label", "step", "center", "low", "high", "seeds"]])
 
 
-def figure_variance(task: str, ok: pd.DataFrame, palette: dict, directory: Path) -> str | None:
-    """Gradient variance at the end per configuration: each run a dot, mean and 95% CI over runs."""
-    data = ok[ok["grad_variance"] > 0]
-    if data.empty:
+def figure_scale(
+    task: str, point: pd.DataFrame, metric: str, where: str, palette: dict, directory: Path
+) -> str | None:
+    """A positive scale quantity per configuration at one probe point: each seed a dot, the geometric mean
+    ×/÷ its 95% interval over seeds as a bar (log axis; configurations with zero values are listed)."""
+    values = point[["label", "seed", metric]].rename(columns={metric: "value"})
+    values = values[pd.to_numeric(values["value"], errors="coerce").notna()]
+    if values.empty:
         return None
-    order = data.groupby("label")["grad_variance"].mean().sort_values().index.tolist()
-    figure, axis = plt.subplots(figsize=(7, 0.5 * len(order) + 1.8))
-    common = dict(data=data, y="label", x="grad_variance", hue="label", order=order, palette=palette, ax=axis)
-    sns.pointplot(**common, errorbar=BAND, seed=BOOTSTRAP_SEED, linestyles="none", legend=False)
-    sns.stripplot(**common, alpha=0.4, size=4, legend=False)
+    rows = []
+    for label, group in values.groupby("label"):
+        found = interval(per_seed(group["value"], group["seed"], True), log=True)
+        rows.append((label, found.center, found.low, found.high, found.count))
+    table = pd.DataFrame(rows, columns=["label", "center", "low", "high", "seeds"])
+    zero = table[~(table["center"] > 0)]["label"].tolist()
+    shown = table[table["center"] > 0].sort_values("center")
+    if shown.empty:
+        return None
+    figure, axis = plt.subplots(figsize=(7, 0.5 * len(shown) + 1.9))
+    for position, row in enumerate(shown.itertuples()):
+        colour = palette[row.label]
+        seeds = values[(values["label"] == row.label) & (values["value"] > 0)]["value"]
+        axis.plot(seeds, np.full(len(seeds), position), "o", color=colour, alpha=0.4, ms=4)
+        if math.isfinite(row.low):
+            axis.plot([row.low, row.high], [position, position], color=colour, lw=2.5)
+        axis.plot([row.center], [position], "D", color=colour, ms=7)
+    axis.set_yticks(range(len(shown)), shown["label"])
+    axis.invert_yaxis()
     axis.set_xscale("log")
+    note = f"\nvalue 0 (not drawn): {', '.join(zero)}" if zero else ""
     axis.set(
-        xlabel="gradient variance at the end (trace of covariance, log scale)",
+        xlabel=f"{metric} at {where} (log scale)",
         ylabel="",
-        title=f"{task}: gradient variance per estimator (mean, 95% CI over seeds)",
+        title=f"{task}: {metric} per configuration\n(dots: seeds; diamond and bar: "
+        f"{interval_words(True)} over {count_text(shown['seeds'].tolist())} seeds){note}",
     )
     axis.grid(axis="x", which="both", alpha=0.3)
-    return save(figure, directory, f"{task}_variance")
+    return save(figure, directory, f"{task}_variance", table.assign(panel=metric))
 
 
-def figure_bias_variance(task: str, ok: pd.DataFrame, palette: dict, directory: Path) -> str | None:
-    """Bias against variance, one point per run (bars ±1 SE), with the noise floor √(variance/M)."""
-    data = ok[(ok["grad_variance"] > 0) & ok["grad_bias"].notna()]
+def figure_bias_variance(
+    task: str,
+    parts: pd.DataFrame,
+    draws: float,
+    where: str,
+    verdicts: dict[str, str],
+    palette: dict,
+    directory: Path,
+) -> str | None:
+    """Squared bias against variance per configuration, both relative to ‖g*‖² where every run has them:
+    the variance's geometric mean ×/÷ its interval (log x axis), the squared bias's mean ± its t-interval
+    (symmetric-log y axis: the unbiased estimate can be negative); filled markers for configurations the
+    bias test calls biased. The dashed line is the probe's noise level V/M, the size of the noise
+    subtracted from ‖ḡ − g*‖² to estimate ‖b‖²: squared biases well below it cannot be resolved."""
+    data = parts[~parts["deterministic"] & (parts["variance"] > 0)]
     if data.empty:
         return None
-    figure, axis = plt.subplots(figsize=(7, 5))
-    for label, group in data.groupby("label"):
-        axis.errorbar(
-            group["grad_variance"],
-            group["grad_bias"],
-            yerr=group["grad_bias_se"],
-            fmt="o",
-            color=palette[label],
-            label=label,
-            alpha=0.8,
-            capsize=2,
+    aside = sorted(set(parts["label"]) - set(data["label"]))
+    exact = f"\nnot drawn (variance 0: draws do not vary): {', '.join(aside)}" if aside else ""
+    relative = parts.attrs.get("relative", False)
+    raw = data.assign(bias=data["raw_bias"]) if "raw_bias" in data else data
+    rows = []
+    for label, group in raw.groupby("label"):
+        variance = interval(per_seed(group["variance"], group["seed"], True), log=True)
+        bias = interval(per_seed(group["bias"], group["seed"]))
+        rows.append(
+            (
+                label,
+                variance.center,
+                variance.low,
+                variance.high,
+                bias.center,
+                bias.low,
+                bias.high,
+                bias.count,
+            )
         )
-    # The noise floor: an unbiased estimator's grad_bias is about grad_bias_se = sqrt(variance / M).
-    draws = float(data["probe_draws"].median()) if "probe_draws" in data else math.nan
-    if math.isfinite(draws):
-        span = np.geomspace(data["grad_variance"].min() / 2, data["grad_variance"].max() * 2, 50)
-        axis.plot(span, np.sqrt(span / draws), "k--", lw=1, label=f"noise floor √(variance/M), M={draws:.0f}")
+    columns = ["label", "variance", "variance_low", "variance_high", "bias", "bias_low", "bias_high", "seeds"]
+    table = pd.DataFrame(rows, columns=columns)
+    figure, axis = plt.subplots(figsize=(7.5, 5.2))
+    for row in table.itertuples():
+        colour = palette[row.label]
+        biased = verdicts.get(row.label, "").startswith("biased")
+        axis.errorbar(
+            [row.variance],
+            [row.bias],
+            xerr=[[row.variance - row.variance_low], [row.variance_high - row.variance]]
+            if math.isfinite(row.variance_low)
+            else None,
+            yerr=[[row.bias - row.bias_low], [row.bias_high - row.bias]]
+            if math.isfinite(row.bias_low)
+            else None,
+            fmt="o",
+            ms=8,
+            color=colour,
+            mfc=colour if biased else "white",
+            mew=2,
+            capsize=3,
+            label=f"{row.label} ({verdicts.get(row.label, 'no test')})",
+        )
+    span = np.geomspace(table["variance"].min() / 3, table["variance"].max() * 3, 50)
+    if math.isfinite(draws) and draws > 0:
+        axis.plot(span, span / draws, "k--", lw=1, label=f"probe noise level V/M (M = {draws:.0f})")
+        threshold = float(span[0] / draws)  # the noise level stays on the logarithmic part of the axis
+    else:
+        magnitudes = np.abs(table[["bias", "bias_low", "bias_high"]].to_numpy(float)).ravel()
+        magnitudes = magnitudes[magnitudes > 0]
+        threshold = float(magnitudes.min()) if len(magnitudes) else 1e-12
+    axis.axhline(0, color="grey", lw=0.8)
     axis.set_xscale("log")
-    axis.set_yscale("log")
+    axis.set_yscale("symlog", linthresh=threshold)
+    unit = " / ‖g*‖²" if relative else ""
     axis.set(
-        xlabel="gradient variance (log)",
-        ylabel="gradient bias ‖ḡ − g*‖ (log)",
-        title=f"{task}: bias against variance (one point per run, bars ±1 SE)",
+        xlabel=f"variance of one estimate{unit} (log scale)",
+        ylabel=f"squared bias ‖b‖²{unit} (symmetric log: linear within ±{threshold:.2g})",
+        title=f"{task}: squared bias against variance at {where}\n(variance: {interval_words(True)}; "
+        f"‖b‖²: {interval_words(False)}; over {count_text(table['seeds'].tolist())} seeds;\nfilled: biased "
+        "at 5% by the bias test)" + exact,
     )
-    axis.legend(fontsize=8, loc="best")
+    axis.legend(fontsize=7, loc="best")
     axis.grid(which="both", alpha=0.3)
-    return save(figure, directory, f"{task}_bias_variance")
+    return save(figure, directory, f"{task}_bias_variance", table.assign(panel="bias_variance"))
 
 
 def figure_by_training_time(
-    task: str, metric: str, ylabel: str, curves: pd.DataFrame, palette: dict, directory: Path
+    task: str,
+    metric: str,
+    curves: pd.DataFrame,
+    palette: dict,
+    directory: Path,
+    target: float | None = None,
 ) -> str | None:
     """``metric`` against training time: per configuration, each run's curve interpolated onto a common
-    time grid (log scale: configurations can differ in speed by orders of magnitude), mean and 95% CI band."""
-    data = curves[(curves["metric"] == metric) & (curves["status"] == "ok")].copy()
+    time grid (log scale: configurations can differ in speed by orders of magnitude), its interval over
+    seeds at every grid point; the time-to-target level dashed."""
+    data = curves[(curves["metric"] == metric) & (curves["status"] == "ok") & curves["value"].notna()].copy()
     data["time"] = training_time(data)
     data = data[data["time"].notna()]
     if data.empty or data["step"].nunique() < 2:
         return None
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    counts = []
+    log = on_log_scale(metric)
+    rows = []
     for label, group in sorted(data.groupby("label"), key=lambda item: item[0]):
-        runs = [run.sort_values("time") for _, run in group.groupby("run")]
-        start = max(run.loc[run["time"] > 0, "time"].min() for run in runs)
-        end = min(run["time"].max() for run in runs)
+        runs = [
+            (run.sort_values("time"), seed)
+            for seed, run in ((r["seed"].iloc[0], r) for _, r in group.groupby("run"))
+        ]
+        start = max(run.loc[run["time"] > 0, "time"].min() for run, _ in runs)
+        end = min(run["time"].max() for run, _ in runs)
         if not (math.isfinite(start) and end > start):
             continue
         grid = np.geomspace(start, end, 60)
-        values = np.array([np.interp(grid, run["time"], run["value"]) for run in runs])
-        mean = values.mean(0)
-        half = t_half_width(values) if len(runs) > 1 else np.zeros_like(mean)
-        axis.plot(grid, mean, color=palette[label], label=label)
-        axis.fill_between(grid, mean - half, mean + half, color=palette[label], alpha=0.25, lw=0)
-        counts.append(len(runs))
-    if not counts:
-        plt.close(figure)
+        for run, seed in runs:
+            values = np.interp(grid, run["time"], run["value"])
+            rows.append(pd.DataFrame({"label": label, "seed": seed, "time": grid, "value": values}))
+    if not rows:
         return None
+    band = bands(pd.concat(rows, ignore_index=True), "time", log)
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    draw_band(axis, band, "time", palette)
+    if target is not None:
+        axis.axhline(target, color="black", ls="--", lw=1, label=f"target {target:.4g}")
     axis.set_xscale("log")
+    counts = band.groupby("label")["seeds"].max().tolist()
     axis.set(
         xlabel="training time, s (log scale) = step × median step time, probes excluded",
-        ylabel=ylabel,
-        title=f"{task}: {ylabel} by training time\n(mean, 95% CI band over {count_text(counts)} seeds)",
+        ylabel=metric,
+        title=f"{task}: {metric} by training time\n({interval_words(log)} over {count_text(counts)} seeds)",
     )
     axis.grid(which="both", alpha=0.3)
     axis.legend(fontsize=8)
-    return save(figure, directory, f"{task}_{metric}_by_time")
+    return save(figure, directory, f"{task}_{metric}_by_time", band.assign(panel=metric))
+
+
+def figure_time_to_target(
+    task: str,
+    fits: dict[str, KaplanMeier],
+    found: pd.DataFrame,
+    target_text: str,
+    palette: dict,
+    directory: Path,
+) -> str | None:
+    """One panel per configuration (shared axes): the fraction of runs that reached the target by each
+    training time with its 95% interval, as the time-to-target table gives it
+    (``KaplanMeier.fraction_by``); a tick where a run was censored; the median time dotted."""
+    if not fits:
+        return None
+    count = len(fits)
+    columns = min(4, count)
+    rows_count = math.ceil(count / columns)
+    figure, axes = plt.subplots(
+        rows_count,
+        columns,
+        figsize=(3.2 * columns + 0.6, 2.6 * rows_count + 0.9),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
+    for axis in axes.flat[count:]:
+        axis.set_visible(False)
+    rows = []
+    end = float(found["time"].max())
+    positive = found.loc[found["time"] > 0, "time"]
+    logarithmic = not positive.empty and positive.max() / positive.min() > 20
+    for axis, (label, fit) in zip(axes.flat, sorted(fits.items()), strict=False):
+        colour = palette[label]
+        times = np.append(fit.timeline, end)
+        reached, low, high = np.array([fit.fraction_by(time) for time in times]).T  # the table's numbers
+        axis.step(times, reached, where="post", color=colour, lw=2)
+        axis.fill_between(times, low, high, step="post", color=colour, alpha=BAND_ALPHA, lw=0)
+        censored = found[(found["label"] == label) & ~found["reached"]]
+        for time in censored["time"]:
+            axis.plot([time], [fit.fraction_by(time)[0]], "|", color="black", ms=12, mew=2)
+        if math.isfinite(fit.median):
+            axis.axvline(fit.median, color=colour, ls=":", lw=1)
+        axis.set_title(label, fontsize=9, color=colour)
+        axis.set_ylim(-0.03, 1.03)
+        axis.grid(alpha=0.3)
+        if logarithmic:
+            axis.set_xscale("symlog", linthresh=float(positive.min()))
+        rows.append(
+            pd.DataFrame({"label": label, "time": times, "center": reached, "low": low, "high": high})
+        )
+    for axis in axes[-1]:
+        axis.set_xlabel("training time, s")
+    for axis in axes[:, 0]:
+        axis.set_ylabel("fraction reached")
+    figure.suptitle(
+        f"{task}: time to target ({target_text})\nfraction of runs that reached it, 95% interval; "
+        "| = censored run; dotted: median",
+        fontsize=10,
+    )
+    data = pd.concat(rows, ignore_index=True).assign(panel="fraction_reached")
+    return save(figure, directory, f"{task}_time_to_target", data)
+
+
+def figure_work(
+    task: str,
+    parts: pd.DataFrame,
+    cost: str,
+    budget: float,
+    crossings: list[Crossing],
+    palette: dict,
+    directory: Path,
+) -> str | None:
+    """MSE(T) = ‖b‖² + V·t/T against the budget T per configuration: the geometric mean ×/÷ its interval
+    over seeds at each budget; configurations whose draws do not vary drawn as a vertical line at their cost
+    (MSE 0 from there on); the stated budget dashed; crossings marked."""
+    usable = parts[parts[cost].notna()]
+    if usable.empty:
+        return None
+    name, unit, _ = COSTS[cost]
+    low, high = float(usable[cost].min()), float(max(usable[cost].max(), budget))
+    grid = np.geomspace(low, high * 100, 80)
+    mse = mse_at_budget(usable, cost, grid)
+    rows = []
+    for index, (label, seed) in enumerate(zip(usable["label"], usable["seed"], strict=True)):
+        rows.append(pd.DataFrame({"label": label, "seed": seed, "budget": grid, "value": mse[index]}))
+    long = pd.concat(rows, ignore_index=True)
+    sampling = long[long["label"].isin(usable.loc[~usable["deterministic"], "label"])]
+    sampling = sampling[np.isfinite(sampling["value"])]
+    band = bands(sampling, "budget", log=True)
+    figure, axis = plt.subplots(figsize=(7.5, 4.8))
+    draw_band(axis, band[band["center"] > 0], "budget", palette)
+    for label, group in usable[usable["deterministic"]].groupby("label"):
+        price = float(np.exp(np.log(group[cost]).mean()))
+        axis.axvline(price, color=palette[label], lw=2, label=f"{label}: MSE 0 from T = {price:.3g}")
+    axis.axvline(budget, color="black", ls="--", lw=1, label=f"stated budget T = {budget:.3g} {unit}")
+    for crossing in crossings:
+        if crossing.large not in set(usable.loc[usable["deterministic"], "label"]):
+            axis.axvline(crossing.budget, color="grey", ls=":", lw=1)
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    relative = parts.attrs.get("relative", False)
+    counts = band.groupby("label")["seeds"].max().tolist() or [0]
+    axis.set(
+        xlabel=f"budget T ({unit}; log scale)",
+        ylabel="MSE(T) = ‖b‖² + V·t/T" + (" (÷ ‖g*‖²)" if relative else ""),
+        title=f"{task}: mean squared error at a budget of {name}\n({interval_words(True)} over "
+        f"{count_text(counts)} seeds; dotted: crossings)",
+    )
+    axis.grid(which="both", alpha=0.3)
+    axis.legend(fontsize=7, loc="best")
+    stem = f"{task}_work_{'time' if cost == 'estimate_time_ms' else 'f_evals'}"
+    return save(figure, directory, stem, band.assign(panel=f"mse_at_budget_{cost}"))

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.contract import PROBE_FIELDS
+from bench.report.comparisons import write_comparisons
 from bench.report.figures import palette_for
-from bench.report.markdown import report_text
+from bench.report.markdown import ReportOptions, report_text
 from bench.report.read import (
     CURVES_TABLE,
     REPORT_DIR,
@@ -23,36 +25,54 @@ from bench.report.read import (
     read_tables,
     write_tables,
 )
-from bench.report.statistics import add_derived, add_derived_curves
 
 CURVE_RUN_COLUMNS = ("run", "label", "task", "status", "seed", "step_time_ms")
+COMPARISONS_TABLE = "comparisons.csv"
+NUMERIC_FIELDS = (
+    "final_loss",
+    "step_time_ms",
+    "optimizer_time_ms",
+    "estimate_time_ms",
+    "f_evals",
+    "estimate_flops",
+    "probe_draws",
+    "best_known_objective",
+)
+
+
+def numeric(summaries: pd.DataFrame) -> pd.DataFrame:
+    """Summaries with the probe fields and the cost fields as numbers (null: NaN)."""
+    frame = summaries.copy()
+    for column in (*PROBE_FIELDS, *NUMERIC_FIELDS):
+        if column in frame:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return frame
 
 
 def curves_of(summaries: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
-    """Long metrics (with ``bias_in_se``) joined with each run's label, task, status, seed, step time and
-    ``stopped_at``: the step that diverged, else the last step the run finished."""
+    """Long metrics joined with each run's label, task, status, seed, step time and ``stopped_at``: the
+    step that diverged, else the last step the run finished."""
     runs = summaries.reindex(columns=list(CURVE_RUN_COLUMNS))
     steps = pd.to_numeric(summaries["steps"], errors="coerce") if "steps" in summaries else pd.Series(0.0)
     if "diverged_step" in summaries:
         steps = pd.to_numeric(summaries["diverged_step"], errors="coerce").fillna(steps)
-    return add_derived_curves(metrics).merge(runs.assign(stopped_at=steps), on="run")
+    return metrics.merge(runs.assign(stopped_at=steps), on="run")
 
 
-def render(runs: Runs, directory: Path, targets: dict[str, float] | None = None) -> None:
-    """Write report.md and every figure into ``directory`` from the tidy tables ``runs``."""
-    summaries = add_derived(runs.summaries)
+def render(runs: Runs, directory: Path, options: ReportOptions | None = None) -> None:
+    """Write report.md, comparisons.csv and every figure into ``directory`` from the tidy tables ``runs``."""
+    summaries = numeric(runs.summaries)
     palette = palette_for(summaries["label"].astype(str).unique().tolist())
     curves = curves_of(summaries, runs.metrics)
-    text = report_text(summaries, curves, palette, directory, targets, runs.skipped_files)
+    text, rankings = report_text(summaries, curves, palette, directory, options, runs.skipped_files)
     (directory / "report.md").write_text(text)
+    write_comparisons(rankings, directory / COMPARISONS_TABLE)
 
 
-def write_report(root: Path, out: Path | None = None, targets: dict[str, float] | None = None) -> Path:
+def write_report(root: Path, out: Path | None = None, options: ReportOptions | None = None) -> Path:
     """Read every run below ``root`` and write the report into ``out`` (default ``root/report``); returns
-    the report folder.
-
-    ``targets`` maps a task to the objective level of its time-to-target table (default: the best level
-    every configuration's mean curve reaches). FileNotFoundError when no run summary is found.
+    the report folder. ``options``: targets, the target fraction and budgets (``ReportOptions``).
+    FileNotFoundError when no run summary is found.
     """
     root = Path(root)
     runs = load_runs(root)
@@ -60,14 +80,14 @@ def write_report(root: Path, out: Path | None = None, targets: dict[str, float] 
         raise FileNotFoundError(f"no run summaries (summary.json) found below {root}")
     directory = Path(out) if out is not None else root / REPORT_DIR
     directory.mkdir(parents=True, exist_ok=True)
-    write_tables(Runs(add_derived(runs.summaries), runs.metrics, runs.skipped_files), directory)
+    write_tables(runs, directory)
     tables = read_tables(directory)
     tables.skipped_files = runs.skipped_files
-    render(tables, directory, targets)
+    render(tables, directory, options)
     return directory
 
 
-def write_from_tables(tables: Path, out: Path | None = None, targets: dict[str, float] | None = None) -> Path:
+def write_from_tables(tables: Path, out: Path | None = None, options: ReportOptions | None = None) -> Path:
     """Rebuild report.md and the figures from ``tables/summary.csv`` and ``tables/curves.csv`` alone, into
     ``out`` (default: ``tables`` itself; elsewhere, the two tables are copied beside the report)."""
     tables = Path(tables)
@@ -77,5 +97,5 @@ def write_from_tables(tables: Path, out: Path | None = None, targets: dict[str, 
     for name in (SUMMARY_TABLE, CURVES_TABLE):
         if not (directory / name).exists() or not (directory / name).samefile(tables / name):
             shutil.copyfile(tables / name, directory / name)
-    render(runs, directory, targets)
+    render(runs, directory, options)
     return directory
