@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from bench.errors import ConfigError
 from bench.preflight import preflight
-from bench.sweep import finished_summary, launcher_threads
+from bench.sweep import allocation_threads, finished_summary, launcher_threads
 
 STARTED = False  # set when Hydra hands a configuration to main(): a run (of the sweep) has started
 
@@ -43,8 +43,9 @@ def main(config: DictConfig) -> None:
             file=sys.stderr,
         )
         return
-    if config.threads is None and multirun:
-        config.threads = launcher_threads(hydra_config.launcher)
+    if config.threads is None:  # threads=N wins; else joblib's share of the cores, or the SLURM job's CPUs
+        shared = launcher_threads(hydra_config.launcher) if multirun else None
+        config.threads = shared or allocation_threads()
     try:
         summary = run(config, directory)
     except ConfigError as error:
@@ -53,7 +54,11 @@ def main(config: DictConfig) -> None:
             return
         fail(str(error))
     except KeyboardInterrupt:
-        fail(f"interrupted; the run was recorded as failed in {directory}", code=130)
+        fail(
+            f"interrupted; the run was recorded as interrupted in {directory} (with a checkpoint: re-running "
+            f"the same command into that folder resumes it)",
+            code=130,
+        )
     except OSError as error:  # the results folder became unwritable (full disk, removed, permissions)
         fail(f"cannot write the results into {directory}: {error}")
     print(describe(summary, directory), file=sys.stderr if multirun else sys.stdout)

@@ -272,6 +272,23 @@ def random_state(data: torch.Generator) -> dict[str, Any]:
     return state
 
 
+def capture(
+    task: torch.nn.Module, estimator: torch.nn.Module, optimizer: torch.optim.Optimizer, data: torch.Generator
+) -> dict[str, Any]:
+    """The objects' part of a checkpoint's state: state_dicts, plain attributes, random states, params_digest.
+
+    The tensors are the live ones, not copies: save the state before the next step changes them.
+    """
+    return {
+        "params_digest": params_digest(task),
+        "task": task.state_dict(),
+        "estimator": estimator.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "attributes": {"task": plain_attributes(task), "estimator": plain_attributes(estimator)},
+        "random": random_state(data),
+    }
+
+
 def restore(
     state: dict[str, Any],
     task: torch.nn.Module,
@@ -356,7 +373,7 @@ class Checkpoints:
         self.saved_path: Path | None = None
 
     # Resuming ---------------------------------------------------------------------------------------------
-    def choose(self, previous_resumes: int = 0) -> dict[str, Any] | None:
+    def choose(self) -> dict[str, Any] | None:
         """The state to resume from: the newest checkpoint that loads, of this configuration, taken before
         any study checkpoint (``checkpoint.steps``) that is missing or corrupt, so that every study
         checkpoint gets written. None: start over (nothing to resume, ``force=true``, ``resume=never``, or
@@ -390,11 +407,22 @@ class Checkpoints:
                 self.refuse(path, str(error))
                 continue
             self.resumed, self.resumed_path = state, path
-            self.resumes = max(int(state.get("resumes", 0)), previous_resumes) + 1
+            self.resumes = max(int(state.get("resumes", 0)), self.previous_resumes()) + 1
             self.remove_after(step_of(path))
             return state
         self.start_over("no usable checkpoint: starting over" if self.refused or good else None)
         return None
+
+    def previous_resumes(self) -> int:
+        """``resumes`` of the summary an earlier attempt of this configuration left (0 if none)."""
+        try:
+            summary = json.loads((self.run / "summary.json").read_text())
+        except (OSError, ValueError):
+            return 0
+        if not isinstance(summary, dict) or summary.get("config_digest") != self.config_digest:
+            return 0
+        resumes = summary.get("resumes")
+        return resumes if isinstance(resumes, int) and not isinstance(resumes, bool) else 0
 
     def refuse(self, path: Path, reason: str) -> None:
         self.refused.append(reason)

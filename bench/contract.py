@@ -53,11 +53,19 @@ PROBE_COST_FIELDS = ("estimate_time_ms", "probe_time_ms", "probe_vectorized")
 """What a probe measures about its own cost; wall times go to ``summary.json`` only, never to
 ``metrics.csv``, which holds what the seed determines and is bit-for-bit reproducible."""
 
-NOT_PART_OF_THE_RUN = ("progress", "threads", "force", "task.report")
-"""Keys that change how a run is shown or scheduled, not what it computes (``task.report``: the figures and
-columns a task asks the report for). Hydra's
-``override_dirname.exclude_keys`` (``conf/config.yaml``) must equal this list, so that a sweep has one
-folder per configuration and seed whatever these keys say (a test checks it). ``config_digest`` leaves
+NOT_PART_OF_THE_RUN = (
+    "progress",
+    "threads",
+    "force",
+    "task.report",
+    "resume",
+    "checkpoint.steps",
+    "checkpoint.every",
+)
+"""Keys that change how a run is shown, scheduled or saved, not what it computes (``task.report``: the
+figures and columns a task asks the report for; ``resume`` and ``checkpoint.*``: ``bench.checkpoint``).
+Hydra's ``override_dirname.exclude_keys`` (``conf/config.yaml``) must equal this list, so that a sweep has
+one folder per configuration and seed whatever these keys say (a test checks it). ``config_digest`` leaves
 them out."""
 
 NOT_PART_OF_THE_CONFIGURATION = ("seed", *NOT_PART_OF_THE_RUN)
@@ -127,6 +135,20 @@ SUMMARY_FIELDS: tuple[Field, ...] = (
 OPTIONAL_FIELDS: tuple[Field, ...] = (
     _field("diverged_step", int, "the step that diverged (status diverged)"),
     _field("best_known_objective", NUMBER, "the task's best possible objective, where it is known"),
+    _field(
+        "resumed_from",
+        int,
+        "the step of the checkpoint this run continued from (null: it ran from the start)",
+        nullable=True,
+    ),
+    _field("resumes", int, "how many times the run continued from a checkpoint (0: never)"),
+    _field(
+        "resumed_threads",
+        int,
+        "threads of the run that wrote the checkpoint resumed from; when it is not `threads`, the numbers "
+        "may differ in the last bits from an uninterrupted run's",
+    ),
+    _field("resume_refused", str, "why checkpoints in the run's folder were not loaded (corrupt, other run)"),
 )
 
 FIELDS = {field.name: field for field in (*SUMMARY_FIELDS, *OPTIONAL_FIELDS)}

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from bench.build import check_settings, setup
+from bench.checkpoint import Checkpoints, Interrupted, StopSignals, capture, restore
 from bench.contract import empty_summary, steady_median
 from bench.costs import deterministic_costs
 from bench.errors import ConfigError
@@ -98,9 +99,19 @@ def evaluation_weights(optimizer: Any):
 
 
 def train(
-    config: DictConfig, task: Task, estimator: Estimator, optimizer, recorder: Recorder
+    config: DictConfig,
+    task: Task,
+    estimator: Estimator,
+    optimizer,
+    recorder: Recorder,
+    checkpoints: Checkpoints | None = None,
 ) -> dict[str, Any]:
-    """The training loop with probes; returns the summary fields it measured."""
+    """The training loop with probes; returns the summary fields it measured.
+
+    With ``checkpoints``: it continues from ``checkpoints.resumed`` when there is one (the step after it,
+    bit-identical to the uninterrupted run on CPU), and hands ``checkpoints.after_step`` the state at the end
+    of every step (step 0: after its probe), which saves what is due and stops the run on a signal.
+    """
     parameters = list(task.parameters())
     planned = probe_steps(config.steps, config.probe.every)
     step_times: list[float] = []
@@ -111,7 +122,8 @@ def train(
     # Read once: an OmegaConf attribute costs ~17 µs, ~1% of a VAE step when read every step (bench.perf).
     samples, log_every = config.samples, config.log_every
     vectorize, wrt = config.probe.get("vectorize", "auto"), config.probe.get("wrt", "parameters")
-    next_batch = batch_source(task, torch.Generator().manual_seed(config.seed))
+    data = torch.Generator().manual_seed(config.seed)  # the run's data generator
+    next_batch = batch_source(task, data)
 
     def evaluate() -> dict[str, float]:
         with evaluation_weights(optimizer):
@@ -135,13 +147,37 @@ def train(
         recorder.add(step, {**evaluation, **measured})
         recorder.flush()
 
+    def state() -> dict[str, Any]:  # everything the next step depends on (bench.checkpoint)
+        return {
+            **capture(task, estimator, optimizer, data),
+            "step": step,
+            "rows": list(recorder.rows),
+            "timing": {"step": step_times, "optimizer": optimizer_times, "estimate": estimate_times},
+            "running": {"loss": running_loss, "count": running_count},
+            "probe": last_probe,
+        }
+
     costs = deterministic_costs(task, estimator, samples)
     step = 0
-    if 0 in planned:
-        do_probe(0)
+    resumed = checkpoints.resumed if checkpoints is not None else None
+    if resumed is not None:
+        restore(resumed, task, estimator, optimizer, data)
+        step = recorder.completed_steps = resumed["step"]
+        recorder.rows[:] = resumed["rows"]
+        step_times[:], optimizer_times[:] = resumed["timing"]["step"], resumed["timing"]["optimizer"]
+        estimate_times[:] = resumed["timing"]["estimate"]
+        running_loss, running_count = resumed["running"]["loss"], resumed["running"]["count"]
+        last_probe = resumed["probe"]
+    else:
+        if 0 in planned:
+            do_probe(0)
+        if checkpoints is not None:
+            checkpoints.after_step(0, state)
     # Created after the first probe, so that its rate and time estimate are those of training steps.
     progress = tqdm(
-        range(1, config.steps + 1),
+        range(step + 1, config.steps + 1),
+        initial=step,
+        total=config.steps,
         desc=f"{config.task.name}/{config.estimator.name}",
         disable=not config.progress,
         file=sys.stderr,
@@ -188,6 +224,8 @@ def train(
             running_loss, running_count = 0.0, 0
         if step in planned:
             do_probe(step)
+        if checkpoints is not None:
+            checkpoints.after_step(step, state)
     progress.close()
     return {
         "steps": step,
@@ -208,7 +246,11 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
     """Run one configuration into ``directory``; returns the summary (also written as ``summary.json``).
 
     ConfigError and KeyboardInterrupt are re-raised after the summary is written, so the caller can
-    report them; a diverged or failed run is recorded and returned.
+    report them; a diverged or failed run is recorded and returned. A stop signal (``bench.checkpoint``:
+    SIGTERM, SIGUSR1, SIGUSR2, SIGINT, submitit's preemption signal) ends the run at the next step boundary
+    with a checkpoint and the status ``interrupted``, then goes to the handler installed before (submitit's
+    requeues the job; Python's SIGINT handler raises KeyboardInterrupt), or exits with 128 + its number.
+    The run continues from its newest good checkpoint when one is in ``directory`` (``resume``).
     """
     directory = Path(directory)
     started = time.perf_counter()
@@ -232,19 +274,38 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
         variant_digest=variant_digest(config),
         **provenance(),
     )
-    summary["threads"] = torch.get_num_threads()
+    summary.update(threads=torch.get_num_threads(), resumed_from=None, resumes=0)
     pending: BaseException | None = None
+    signals = StopSignals().install()  # a stop signal ends the run at a step boundary, after a checkpoint
     try:
         check_settings(config)  # before the seed and the threads are used (setup checks again, harmlessly)
         torch.manual_seed(config.seed)
         if config.get("threads"):
             torch.set_num_threads(int(config.threads))
             summary["threads"] = torch.get_num_threads()
+        checkpoints = Checkpoints(
+            directory, config, summary["config_digest"], force=bool(config.get("force")), signals=signals
+        )
+        resumed = checkpoints.choose()
+        if checkpoints.refused:
+            summary["resume_refused"] = " ".join(checkpoints.refused)
+        if resumed is not None:
+            summary.update(
+                resumed_from=resumed["step"], resumes=checkpoints.resumes, resumed_threads=resumed["threads"]
+            )
+            print(f"[resume] {directory}: continuing after step {resumed['step']}", file=sys.stderr)
+            if resumed["threads"] != summary["threads"]:
+                print(
+                    f"[resume] {directory}: the checkpoint was written with threads={resumed['threads']}, "
+                    f"this run uses {summary['threads']}: its numbers may differ in the last bits from an "
+                    f"uninterrupted run's",
+                    file=sys.stderr,
+                )
         task, estimator, optimizer = setup(config)
         summary.update(reference=task.reference, samples=int(config.samples))
         if task.best_known_objective is not None:
             summary["best_known_objective"] = float(task.best_known_objective)
-        measured = train(config, task, estimator, optimizer, recorder)
+        measured = train(config, task, estimator, optimizer, recorder, checkpoints)
         summary.update(
             steps=measured["steps"],
             step_time_ms=measured["step_time_ms"],
@@ -266,9 +327,18 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
             steps=recorder.completed_steps,  # steps finished: a step that diverged did not finish
             diverged_step=error.args[1],
         )
-    except KeyboardInterrupt as error:
+    except Interrupted as error:
+        saved = f"; checkpoint {error.checkpoint}" if error.checkpoint else "; no checkpoint of this attempt"
         summary.update(
-            status="failed",
+            status="interrupted",
+            steps=recorder.completed_steps,
+            error=f"interrupted ({error.name}) after {recorder.completed_steps} of {config.steps} steps"
+            f"{saved}; re-running the same configuration into this folder resumes it",
+        )
+        pending = error
+    except KeyboardInterrupt as error:  # SIGINT where no handler of ours was installed (not the main thread)
+        summary.update(
+            status="interrupted",
             steps=recorder.completed_steps,
             error=f"interrupted (SIGINT / Ctrl-C) after {recorder.completed_steps} of {config.steps} steps",
         )
@@ -279,9 +349,22 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
         )
         (directory / "error.log").write_text(traceback.format_exc())
     summary["wall_time_s"] = time.perf_counter() - started
-    if recorder.rows:
-        recorder.flush()
-    write_summary(directory / "summary.json", summary)
+    try:
+        if recorder.rows:
+            recorder.flush()
+        write_summary(directory / "summary.json", summary)
+    finally:
+        signals.restore()
+    if isinstance(pending, Interrupted) or signals.requested is not None:
+        # What the signal would have done: submitit's handler requeues the job; without one, exit 128 + n.
+        if isinstance(pending, Interrupted):
+            number, message = pending.signal_number, summary["error"]
+        else:
+            number, message = signals.requested, "a stop signal came after the last step; the run is recorded"
+        print(f"[interrupted] {directory}: {message}", file=sys.stderr)
+        signals.hand_over(number)
+        if isinstance(pending, Interrupted):
+            return summary
     if pending is not None:
         raise pending
     return summary

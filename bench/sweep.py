@@ -1,4 +1,5 @@
-"""Sweep helpers: resuming a sweep into the same folder, and torch threads under a parallel launcher.
+"""Sweep helpers: resuming a sweep into the same folder, and torch threads under a parallel launcher or in a
+SLURM job.
 
 No scheduler of our own: Hydra's joblib launcher runs jobs on the local cores, its submitit launcher on a
 SLURM cluster (``submitit_local`` runs the same path on one machine).
@@ -18,14 +19,21 @@ from bench.contract import NOT_PART_OF_THE_CONFIGURATION, NOT_PART_OF_THE_RUN
 
 
 def without(node: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    """``node`` without the dotted ``keys`` (``task.report`` removes ``report`` from ``node["task"]``)."""
+    """``node`` without the dotted ``keys`` (``task.report`` removes ``report`` from ``node["task"]``); a
+    node that the removal leaves empty goes too (``checkpoint.steps`` and ``checkpoint.every`` take
+    ``checkpoint`` with them), so that a config without those keys has the same digest."""
     for key in keys:
         *parents, last = key.split(".")
-        parent = node
+        chain = [node]
         for name in parents:
-            parent = parent.get(name) if isinstance(parent, dict) else None
-        if isinstance(parent, dict):
-            parent.pop(last, None)
+            chain.append(chain[-1].get(name) if isinstance(chain[-1], dict) else None)
+        if not isinstance(chain[-1], dict) or last not in chain[-1]:
+            continue
+        chain[-1].pop(last)
+        for depth in range(len(parents) - 1, -1, -1):  # chain[depth + 1] is chain[depth][parents[depth]]
+            if chain[depth + 1]:
+                break
+            chain[depth].pop(parents[depth])
     return node
 
 
@@ -83,3 +91,18 @@ def launcher_threads(launcher: DictConfig | None) -> int | None:
     if jobs < 0:
         jobs = max(1, cores + 1 + jobs)
     return max(1, cores // jobs)
+
+def allocation_threads(environment: dict[str, str] | None = None) -> int | None:
+    """Torch threads inside a SLURM job (``SLURM_JOB_ID`` set): the CPUs allocated to its task,
+    ``SLURM_CPUS_PER_TASK``, else the CPU affinity mask SLURM gave the process; None outside SLURM.
+
+    Torch's own default counts the machine's cores, not the allocation: a job given one CPU of a
+    two-core node would otherwise run two threads on it.
+    """
+    environment = os.environ if environment is None else environment
+    if not environment.get("SLURM_JOB_ID"):
+        return None
+    try:
+        return max(1, int(environment.get("SLURM_CPUS_PER_TASK", "")))
+    except ValueError:  # not set (no --cpus-per-task) or not a number
+        return available_cores()

@@ -1,5 +1,7 @@
 """Reliability: divergence, interruption (SIGKILL, SIGINT), reproducibility and provenance.
 
+Stop signals and resuming from checkpoints are ``tests/test_resume.py``'s.
+
 Runs go through ``python -m bench`` as a user starts them, in a subprocess, except where a fault has to be
 injected into the training loop (a NaN gradient), which runs ``bench.runner.run`` in-process.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from bench import results
+from bench import checkpoint, results
 from bench.runner import run
 from bench.tasks.gaussian import GaussianTask
 from tests.helpers import ROOT, make_config, run_cli
@@ -168,19 +170,23 @@ def test_sigkill_leaves_a_complete_summary_or_none(tmp_path):
         ).exists()  # killed mid-run: no summary, rather than half of one
 
 
-def test_sigint_records_the_run_as_failed_and_exits_130(tmp_path):
+def test_sigint_records_the_run_as_interrupted_with_a_checkpoint_and_exits_130(tmp_path):
     directory = tmp_path / "run"
     process = start(*LONG_RUN, f"hydra.run.dir={directory}")
     wait_for(directory, process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    assert "Traceback" not in stderr and "interrupted; the run was recorded as failed" in " ".join(
+    assert "Traceback" not in stderr and "interrupted; the run was recorded as interrupted" in " ".join(
         stderr.split()
     )
     summary = json.loads((directory / "summary.json").read_text())
-    assert summary["status"] == "failed" and "interrupted (SIGINT" in summary["error"]
+    assert summary["status"] == "interrupted" and "interrupted (SIGINT)" in summary["error"]
     assert CONTRACT <= summary.keys()
+    # It stopped at a step boundary, with a checkpoint of that step: re-running the command resumes it.
+    saved = checkpoint.checkpoint_path(directory, summary["steps"], "latest")
+    assert str(saved) in summary["error"]
+    assert checkpoint.load(saved, summary["config_digest"])["step"] == summary["steps"] > 0
 
 
 # --- reproducibility and provenance --------------------------------------------------------------------

@@ -169,6 +169,14 @@ class EmbeddingTask(Task):
     def probe_batch(self) -> Batch:
         return self.train_tokens[: self.batch_size], self.train_labels[: self.batch_size]
 
+    def get_extra_state(self) -> dict[str, Tensor]:
+        """The rows seen so far and the previous batch's rows: saved with the ``state_dict``, so that a run
+        resumed from a checkpoint reports the same ``rows_seen`` and ``untouched_*`` metrics."""
+        return {"seen": self.seen.clone(), "previous_rows": self.previous_rows.clone()}
+
+    def set_extra_state(self, state: dict[str, Tensor]) -> None:
+        self.seen, self.previous_rows = state["seen"].clone(), state["previous_rows"].clone()
+
     def probe_batches(self, draws: int) -> list[Batch]:
         """A fresh training batch per probe draw (drawn from the probe's own random stream)."""
         return [self.sample_batch(None) for _ in range(draws)]
