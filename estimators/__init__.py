@@ -10,6 +10,7 @@ from estimators.exact import Exact
 from estimators.gumbel import Gumbel
 from estimators.gumbel_rao import GumbelRao
 from estimators.gumbel_st import GumbelST
+from estimators.leg import LocalExpectation
 from estimators.measure_valued import MeasureValued
 from estimators.none import NoSampling
 from estimators.reinmax import ReinMax
@@ -32,6 +33,7 @@ __all__ = [
     "Gumbel",
     "GumbelRao",
     "GumbelST",
+    "LocalExpectation",
     "MeasureValued",
     "NoSampling",
     "ReinMax",
