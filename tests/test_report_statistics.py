@@ -289,3 +289,13 @@ def test_the_default_target_is_a_stated_fraction_of_the_gap_to_the_best_known_va
 
 def test_markdown_table_renders_rows():
     assert markdown_table(pd.DataFrame({"x": [1]})) == "| x |\n|---|\n| 1 |"
+
+
+def test_the_command_line_refuses_a_bad_budget_or_fraction(tmp_path, capsys):
+    from bench.report import main
+
+    assert main([str(tmp_path), "--budget", "demo"]) == 2
+    assert "--budget 'demo': expected TASK=NUMBER" in capsys.readouterr().err
+    assert main([str(tmp_path), "--budget", "demo=-1"]) == 2
+    assert main([str(tmp_path), "--target-fraction", "1.5"]) == 2
+    assert "--target-fraction must be in (0, 1]" in capsys.readouterr().err
