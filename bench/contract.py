@@ -53,6 +53,17 @@ PROBE_COST_FIELDS = ("estimate_time_ms", "probe_time_ms", "probe_vectorized")
 """What a probe measures about its own cost; wall times go to ``summary.json`` only, never to
 ``metrics.csv``, which holds what the seed determines and is bit-for-bit reproducible."""
 
+REFERENCE_FIELDS = (
+    "reference_estimator",
+    "reference_samples",
+    "reference_draws",
+    "reference_variance",
+    "reference_time_ms",
+)
+"""What a Monte-Carlo reference was (``reference: monte_carlo``; ``bench.probe.reference``): the unbiased
+estimator, its samples per draw, N, the variance V̂_R of one draw and the wall time of the reference, at the
+last probe. In ``summary.json`` only, and only where the reference is ``monte_carlo``."""
+
 NOT_PART_OF_THE_RUN = (
     "progress",
     "threads",
@@ -151,7 +162,20 @@ OPTIONAL_FIELDS: tuple[Field, ...] = (
     _field("resume_refused", str, "why checkpoints in the run's folder were not loaded (corrupt, other run)"),
 )
 
-FIELDS = {field.name: field for field in (*SUMMARY_FIELDS, *OPTIONAL_FIELDS)}
+REFERENCE_SUMMARY_FIELDS: tuple[Field, ...] = (
+    _field(
+        "reference_estimator", str, "the unbiased estimator whose draws' mean is the Monte-Carlo reference"
+    ),
+    _field("reference_samples", int, "S of the Monte-Carlo reference's estimator"),
+    _field("reference_draws", int, "N, draws of the Monte-Carlo reference"),
+    _field(
+        "reference_variance", NUMBER, "V̂_R, the variance (trace) of one draw of the Monte-Carlo reference"
+    ),
+    _field("reference_time_ms", NUMBER, "wall time of the last probe's Monte-Carlo reference"),
+)
+"""``REFERENCE_FIELDS``: present exactly when ``reference`` is ``monte_carlo`` (and the run probed)."""
+
+FIELDS = {field.name: field for field in (*SUMMARY_FIELDS, *OPTIONAL_FIELDS, *REFERENCE_SUMMARY_FIELDS)}
 
 
 def empty_summary() -> dict[str, Any]:
@@ -208,6 +232,15 @@ def summary_problems(summary: Any) -> list[str]:
     kind = summary.get("kind")
     if isinstance(kind, str) and kind not in RUN_KINDS:
         problems.append(f"kind {kind!r} is not one of {', '.join(RUN_KINDS)}")
+    present = [name for name in REFERENCE_FIELDS if summary.get(name) is not None]
+    if reference != "monte_carlo" and present:
+        problems.append(
+            f"reference is {reference!r}, yet the Monte-Carlo fields {', '.join(present)} have values"
+        )
+    if reference == "monte_carlo" and summary.get("grad_bias_sq") is not None:
+        missing = [name for name in REFERENCE_FIELDS if name not in present]
+        if missing:
+            problems.append(f"a Monte-Carlo reference without {', '.join(missing)}")
     if reference == "none":
         invented = [
             name

@@ -2,12 +2,14 @@
 
 ``probe`` draws the M estimates on the task's fixed probe batch (``bench.probe.draws``: one batched
 ``torch.func`` computation where the task and estimator allow it, else the per-draw loop) and computes their
-statistics against the task's reference gradient (``bench.probe.statistics``).
+statistics against the task's reference gradient (``bench.probe.statistics``): analytic, exact, or the mean
+of N draws of an unbiased estimator (``monte_carlo``, ``bench.probe.reference``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any
 
@@ -36,12 +38,25 @@ __all__ = [
     "draw_gradients_vectorized",
     "flatten",
     "gradient_statistics",
+    "monte_carlo_reference",
     "probe",
     "split_parameters",
+    "unbiasedness_check",
     "vectorization_blocker",
 ]
 
 VECTORIZE_CHOICES = ("auto", "true", "false")
+
+
+def __getattr__(name: str) -> Any:
+    # bench.probe.reference is imported when first used, not with the package, so that
+    # ``python -m bench.probe.reference`` runs it as a command without importing it twice.
+    if name in ("monte_carlo_reference", "unbiasedness_check"):
+        from bench.probe import reference
+
+        return getattr(reference, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +65,8 @@ log = logging.getLogger(__name__)
 runtime_blockers: dict[tuple[type, type], str] = {}
 # Pairs whose fallback to the loop was already logged: it is said once per process, not at every probe.
 reported_fallbacks: set[tuple[type, type]] = set()
+# Tasks whose Monte-Carlo reference was found too noisy: said once per process.
+reported_noisy_references: set[type] = set()
 
 
 def vectorize_mode(value: Any) -> str:
@@ -116,6 +133,8 @@ def report_fallback(task: Task, estimator: Estimator, reason: str, level: int = 
 
 def reference_gradient(task: Task, batch: Any, targets: Targets) -> Tensor | None:
     """The task's reference gradient with respect to the probe's targets, flattened; None without one."""
+    if getattr(task, "reference", "none") == "none":
+        return None
     if targets.wrt == "parameters" or targets.are_parameters:
         reference = task.reference_gradient(batch)
     else:
@@ -130,7 +149,9 @@ def probe(
     draws: int,
     vectorize: Any = "auto",
     wrt: str = "parameters",
-) -> dict[str, float]:
+    reference_draws: int | None = None,
+    reference_seed: int | None = None,
+) -> dict[str, Any]:
     """One probe on the task's fixed probe batch: M gradient draws and their statistics.
 
     ``vectorize`` (``probe.vectorize``): ``auto`` draws the M estimates in one batched computation where
@@ -139,6 +160,13 @@ def probe(
     0) records which path ran, ``probe_time_ms`` the time of the M draws. ``wrt`` (``probe.wrt``):
     ``parameters`` (the task's probed parameters) or ``distribution`` (the distribution's own parameters at
     the probe batch; ``bench.probe.draws.Targets``).
+
+    Where the task's ``reference`` is ``monte_carlo``, the reference is the mean of N = ``reference_draws``
+    (default: the task's ``reference_draws``) draws of an unbiased estimator with respect to the same targets,
+    from a stream seeded with ``reference_seed`` (default: the probe's seed + a constant;
+    ``bench.probe.reference``), and the result adds ``reference_estimator``, ``reference_samples``,
+    ``reference_draws``, ``reference_variance`` and ``reference_time_ms``
+    (``bench.contract.REFERENCE_FIELDS``).
     """
     mode = check_vectorize(vectorize, task, estimator)
     check_wrt(wrt, task)
@@ -180,10 +208,51 @@ def probe(
     elapsed = time.perf_counter() - start
     # With a fresh batch per draw the deterministic terms differ between draws: not a constant to remove.
     deterministic = deterministic_gradient(task, batch, targets) if batches is None else None
-    stats = gradient_statistics(gradients, reference_gradient(task, batch, targets), deterministic)
+    if getattr(task, "reference", "none") != "monte_carlo":
+        stats: dict[str, Any] = gradient_statistics(
+            gradients, reference_gradient(task, batch, targets), deterministic
+        )
+    else:
+        if batches is not None:
+            raise ConfigError(
+                f"a Monte-Carlo reference needs one probe batch, but task {type(task).__name__} draws a "
+                "fresh data batch for every probe draw (Task.probe_batches)."
+            )
+        count = reference_draws if reference_draws is not None else task.reference_draws
+        from bench.probe.reference import monte_carlo_reference
+
+        reference = monte_carlo_reference(
+            task, batch, targets, count, reference_seed, vectorize=mode != "false"
+        )
+        stats = gradient_statistics(gradients, None, deterministic, reference_draws=reference.draws)
+        stats.update(reference.fields())
+        report_noisy_reference(task, stats, draws)
     stats["probe_time_ms"] = 1000 * elapsed
     stats["probe_vectorized"] = float(vectorized)
     return stats
+
+
+def report_noisy_reference(task: Task, stats: dict[str, Any], draws: int) -> None:
+    """Log, once per task, a Monte-Carlo reference whose noise V̂_R/N exceeds the probe's own V̂/M.
+
+    N ≥ 4·M·V̂_R/V̂ keeps it below a quarter of the probe's: the noise floor √(V̂/M + V̂_R/N) then exceeds the
+    probe's own by at most 12%.
+    """
+    variance, reference_variance = stats["grad_variance"], stats["reference_variance"]
+    count = stats["reference_draws"]
+    noisy = variance > 0 and reference_variance / count > variance / draws
+    if not noisy or type(task) in reported_noisy_references:
+        return
+    reported_noisy_references.add(type(task))
+    log.warning(
+        "the Monte-Carlo reference (%d draws of %s) is noisier than the probe: V̂_R/N = %.3g against V̂/M = "
+        "%.3g; task.reference_draws >= %d keeps its noise below a quarter of the probe's",
+        count,
+        stats["reference_estimator"],
+        reference_variance / count,
+        variance / draws,
+        math.ceil(4 * draws * reference_variance / variance),
+    )
 
 
 def check_wrt(value: Any, task: Task) -> str:

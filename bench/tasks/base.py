@@ -13,14 +13,23 @@ L(θ) = E_{z~p_θ(z)}[f(z)] + (deterministic terms), split so that an estimator 
 
 For measurement: ``probed_parameters()`` are the parameters whose gradient estimates the probe studies (by
 default those of the distribution), ``reference_gradient(batch)`` the true gradient of ``loss`` with respect
-to them (or ``None``), ``reference`` says where it comes from (``analytic``, ``exact`` or ``none``), and
-``evaluate()`` returns the task's metrics, among them ``objective``, the headline number (``final_loss``).
+to them (or ``None``), ``reference`` says where it comes from (``analytic``, ``exact``, ``monte_carlo`` or
+``none``), and ``evaluate()`` returns the task's metrics, among them ``objective``, the headline number
+(``final_loss``).
 
 Class attributes: ``latent`` is one of ``estimators.base.LATENT_KINDS`` (what ``distribution`` returns, and so
-which estimators fit; a Bernoulli is ``categorical`` with two classes) and ``reference`` one of ``analytic``,
-``exact``, ``none``. Optional hooks, all with defaults below: ``train_batch``, ``probe_batch``,
+which estimators fit; a Bernoulli is ``categorical`` with two classes) and ``reference`` one of
+``REFERENCE_KINDS``. Optional hooks, all with defaults below: ``train_batch``, ``probe_batch``,
 ``probe_batches``, ``after_step``. Required: ``distribution`` and ``objective`` (or ``loss``),
-``probed_parameters``, ``evaluate``, and ``reference_gradient`` unless ``reference`` is ``none``.
+``probed_parameters``, ``evaluate``, and ``reference_gradient`` where ``reference`` is ``analytic`` or
+``exact``.
+
+A Monte-Carlo reference (``reference = "monte_carlo"``) needs nothing more from the task: the probe takes
+the mean of ``reference_draws`` (N) independent draws of an unbiased estimator of the task's own loss on the
+probe batch (``bench.probe.reference``). A task whose outcomes can be enumerated while their number is
+small takes a setting ``reference`` from its config and resolves it with ``choose_reference``: ``auto`` (exact
+while the outcomes are at most a limit, else ``monte_carlo``), ``exact``, ``monte_carlo`` (forced, e.g. to
+validate the Monte-Carlo reference against the exact one on a small task) or ``none``.
 
 A task of your own, outside this package, runs with ``task=custom task.factory=MODULE:FUNCTION``
 (``bench.tasks.custom``, README "Bring your own task"), checked first by ``bench.tasks.custom.check_task``.
@@ -35,12 +44,46 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves
 
+from bench.tasks.checks import refuse
 from estimators.base import Estimator
+
+REFERENCE_KINDS = ("analytic", "exact", "monte_carlo", "none")
+"""Where a task's reference gradient comes from (``bench.contract.REFERENCE_KINDS``)."""
+REFERENCE_SETTINGS = ("auto", "exact", "monte_carlo", "none")
+"""The values of an enumerable task's ``reference`` setting (``choose_reference``)."""
+DEFAULT_REFERENCE_DRAWS = 256
+
+
+def choose_reference(setting: str, outcomes: int, limit: int) -> str:
+    """The reference kind of a task with ``outcomes`` joint outcomes per data point for ``task.reference``.
+
+    ``auto``: ``exact`` (enumeration) while ``outcomes`` ≤ ``limit``, else ``monte_carlo``. ``exact`` above
+    the limit is refused; ``monte_carlo`` and ``none`` are taken as they are.
+    """
+    if setting not in REFERENCE_SETTINGS:
+        refuse(
+            "reference",
+            setting,
+            "one of auto (exact enumeration while the outcomes are few enough, else monte_carlo), exact, "
+            "monte_carlo or none",
+        )
+    if setting == "auto":
+        return "exact" if outcomes <= limit else "monte_carlo"
+    if setting == "exact" and outcomes > limit:
+        refuse(
+            "reference",
+            setting,
+            f"auto or monte_carlo here: the exact reference enumerates at most {limit} outcomes per data "
+            f"point, and this task has {outcomes}",
+        )
+    return setting
 
 
 class Task(nn.Module):
     latent: ClassVar[str] = ""
     reference: ClassVar[str] = "none"
+    # N, the draws of an unbiased estimator whose mean is the reference where ``reference`` is monte_carlo.
+    reference_draws: int = DEFAULT_REFERENCE_DRAWS
     # The best objective any parameters can reach, where it is known (analytic for toy and gaussian): the
     # report's default time-to-target is a stated fraction of the way from the initial objective to it.
     best_known_objective: float | None = None

@@ -13,8 +13,12 @@ and the loss is the negative ELBO, averaged over a batch,
 
 The estimator sees only the first term: ``objective(batch)`` maps one-hot (or relaxed) z of shape
 (S, B, L, C) to −log p(x | z) of shape (S, B), so the ``exact`` estimator can enumerate the C^L codes of
-each data point. While C^L ≤ 4096 that enumeration is the reference gradient of the probes
-(``reference = "exact"``); above, ``reference = "none"`` and the bias fields stay NaN.
+each data point. The probes' reference gradient (``reference``): ``auto`` (the default) enumerates while
+C^L ≤ 4096 (``exact``) and above takes the mean of ``reference_draws`` independent draws of an unbiased
+estimator (``monte_carlo``: local expectation gradients or RLOO, ``bench.probe.reference``);
+``monte_carlo`` forces the latter on a small task (to validate it against the exact one), ``none`` turns
+the bias fields off.
+
 
 With ``latent="bernoulli"`` every latent variable is a bit: the encoder gives one logit ℓ per variable,
 passed on as the two-class logits (0, ℓ), and the decoder reads the bit z_l[1]. Defaults: L = 4, C = 8 for
@@ -40,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench.tasks.base import Task
+from bench.tasks.base import DEFAULT_REFERENCE_DRAWS, Task, choose_reference
 from bench.tasks.checks import check_arguments, one_of, refuse, whole
 from bench.tasks.data import EpochSampler, load_images, mlp
 from estimators.exact import Exact, all_outcomes
@@ -54,7 +58,7 @@ CHUNK = 512  # data points per chunk in evaluate()
 
 class VAE(Task):
     latent = "categorical"
-    reference = "exact"  # the default configuration; the instance says "none" when C^L > EXACT_LIMIT
+    reference = "exact"  # the default configuration; the instance says what its setting resolved to
 
     def __init__(
         self,
@@ -67,6 +71,8 @@ class VAE(Task):
         batch_size: int = 64,
         probe_size: int = 32,
         eval_samples: int = 64,
+        reference: str = "auto",
+        reference_draws: int = DEFAULT_REFERENCE_DRAWS,
     ) -> None:
         super().__init__()
         check_arguments({"latent": latent}, {"latent": one_of(LATENTS)})
@@ -82,6 +88,7 @@ class VAE(Task):
             batch_size=batch_size,
             probe_size=probe_size,
             eval_samples=eval_samples,
+            reference_draws=reference_draws,
         )
         check_arguments(
             arguments,
@@ -92,6 +99,7 @@ class VAE(Task):
                 "batch_size": whole(least=1),
                 "probe_size": whole(least=1),
                 "eval_samples": whole(least=1),
+                "reference_draws": whole(least=2),
             },
         )
         train, validation, test = load_images(data, path)
@@ -106,7 +114,8 @@ class VAE(Task):
         )
         self.codes = self.classes**self.variables
         self.enumerable = self.codes <= EXACT_LIMIT
-        self.reference = "exact" if self.enumerable else "none"
+        self.reference = choose_reference(reference, self.codes, EXACT_LIMIT)
+        self.reference_draws = int(reference_draws)
         self.register_buffer("train_images", train, persistent=False)
         self.register_buffer("validation_images", validation, persistent=False)
         self.register_buffer("test_images", test, persistent=False)
