@@ -461,7 +461,7 @@ class Checkpoints:
 
     # Saving ---------------------------------------------------------------------------------------------
     def after_step(self, step: int, state: Callable[[], dict[str, Any]]) -> None:
-        """Save what is due at the end of ``step``; on a stop request, save and raise ``Interrupted``."""
+        """Save what is due at the end of ``step``; on a stop signal, save and stop (``StopSignals.stop``)."""
         if step in self.steps:
             self.save(step, "step", state())
         elif self.every and step and step % self.every == 0:
@@ -469,7 +469,7 @@ class Checkpoints:
         if self.signals is not None and self.signals.requested is not None:
             if self.saved_step != step:
                 self.save(step, "latest", state())
-            raise Interrupted(self.signals.requested, step, self.saved_path)
+            self.signals.stop(step, self.saved_path)
 
     def save(self, step: int, kind: str, state: dict[str, Any]) -> None:
         path = checkpoint_path(self.run, step, kind)
@@ -529,10 +529,13 @@ class StopSignals:
 
     ``install()`` replaces the handlers of ``stop_signal_numbers()`` (a signal the process ignores stays
     ignored; outside the main thread nothing is installed); the handler records the signal in
-    ``requested``, which ``Checkpoints.after_step`` reads at the end of every step. ``restore()`` puts the
-    previous handlers back; ``hand_over(number)`` then calls the previous handler as the signal would have
-    (submitit's: it checkpoints the job and requeues it; Python's SIGINT handler: KeyboardInterrupt), or,
-    where there was no Python handler, exits with 128 + the signal number.
+    ``requested``, which ``Checkpoints.after_step`` reads at the end of every step: it saves a checkpoint
+    and calls ``stop``. Where a Python handler was installed before ours (submitit's; Python's own SIGINT
+    handler), ``stop`` has the run record itself as interrupted (``on_stop``) and then calls that handler
+    as the signal would have: submitit's requeues the job and exits, Python's raises KeyboardInterrupt, and
+    one that returns (submitit ignores SIGTERM) lets training go on. Without one, ``stop`` raises
+    ``Interrupted``: the run records itself and exits with 128 + the signal number (``hand_over``).
+    ``restore()`` puts the previous handlers back.
     """
 
     def __init__(self, numbers: Iterable[int] | None = None) -> None:
@@ -540,6 +543,8 @@ class StopSignals:
         self.previous: dict[int, Any] = {}  # the handlers we replaced, by signal number
         self.installed = False
         self.requested: int | None = None
+        self.on_stop: Callable[[Interrupted], None] | None = None  # records the run as interrupted
+        self.stopped: Interrupted | None = None  # the last stop handed to a previous handler
 
     def install(self) -> StopSignals:
         if threading.current_thread() is not threading.main_thread():
@@ -558,6 +563,20 @@ class StopSignals:
             self.requested = number
             return
         raise Interrupted(number)
+
+    def stop(self, step: int, checkpoint: Path | None) -> None:
+        """Act on the requested signal at the end of ``step``, whose checkpoint has been saved."""
+        number, self.requested = self.requested, None
+        stop = Interrupted(number, step, checkpoint)
+        previous = self.previous.get(number)
+        if not callable(previous):
+            raise stop
+        self.stopped = stop
+        if self.on_stop is not None:
+            self.on_stop(stop)
+        self.restore()  # the previous handler runs as if ours had never been there; it may exit
+        previous(number, None)
+        self.install()  # it returned: the run goes on, and the next signal is ours again
 
     def restore(self) -> None:
         if self.installed:

@@ -23,7 +23,14 @@ has shape ``B[:k]`` (averaged over the S samples); log-probabilities are summed 
 they match ``f``'s output.
 
 Randomness comes from torch's global generator (``torch.rand``/``torch.randn``), which is what
-``torch.func.vmap(..., randomness="different")`` vectorizes.
+``torch.func.vmap(..., randomness="different")`` vectorizes, unless the caller passes pre-drawn noise:
+``estimator(params, f, samples, noise=draw_noise(params, samples))``. Estimators given the same noise use
+the same random numbers where they sample alike (common random numbers, Glasserman & Yao 1992): every
+categorical estimator that draws D = argmax(θ + G(U)) reads the same uniforms U (stream ``uniform``), so
+score-function, straight-through, ReinMax and Gumbel estimators see the same classes draw by draw;
+antithetic pairs (``antithetic``), Gaussian draws (``normal``) and the measure-valued derivative's
+Weibull and Maxwell draws have streams of their own. The noise is a dict of tensors, so that
+``torch.func.vmap`` can batch it as an ordinary argument.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ from torch import Tensor, nn
 LATENT_KINDS = ("categorical", "gaussian", "codebook", "none")
 
 Objective = Callable[[Tensor], Tensor]
+
+Noise = dict[str, Tensor]
+"""Pre-drawn random numbers by stream name (``draw_noise``); ``None`` draws from the global generator."""
 
 
 class Gaussian(NamedTuple):
@@ -99,7 +109,10 @@ class Estimator(nn.Module):
         """
         return {}
 
-    def forward(self, params, f: Objective, samples: int = 1) -> Tensor:  # pragma: no cover - abstract
+    def forward(
+        self, params, f: Objective, samples: int = 1, noise: Noise | None = None
+    ) -> Tensor:  # pragma: no cover - abstract
+        """One surrogate; ``noise`` (optional, ``draw_noise``) replaces the global generator's draws."""
         raise NotImplementedError
 
 
@@ -125,10 +138,91 @@ def check_temperature(tau: float) -> float:
     return tau
 
 
-def gumbel_noise(shape: torch.Size | tuple[int, ...], like: Tensor) -> Tensor:
-    """g = −log(−log u), u ~ U(0, 1), clamped away from 0 and 1 so g stays finite."""
+MEASURE_VALUED_STREAMS = ("weibull", "weibull_negative", "maxwell", "sign", "coupling", "normal_negative")
+
+
+def noise_stream(
+    noise: Noise | None, stream: str, shape: torch.Size | tuple[int, ...], like: Tensor, normal: bool = False
+) -> Tensor:
+    """The stream's pre-drawn numbers, of exactly ``shape``; without noise, fresh U(0, 1) (or N(0, 1) with
+    ``normal``) numbers from the global generator."""
+    if noise is None:
+        draw = torch.randn if normal else torch.rand
+        return draw(tuple(shape), dtype=like.dtype, device=like.device)
+    if stream not in noise:
+        raise EstimatorError(
+            f"the noise given to the estimator has no stream {stream!r} (it has "
+            f"{', '.join(noise) or 'none'}); draw it with estimators.base.draw_noise for these parameters."
+        )
+    value = noise[stream]
+    if tuple(value.shape) != tuple(shape):
+        raise EstimatorError(
+            f"noise stream {stream!r} has shape {tuple(value.shape)}, but this estimate needs "
+            f"{tuple(shape)}; draw it with estimators.base.draw_noise for these parameters and sample count."
+        )
+    return value.to(like.dtype)
+
+
+def draw_noise(
+    params, samples: int, draws: int | None = None, generator: torch.Generator | None = None
+) -> Noise:
+    """Every noise stream an estimate with ``samples`` samples at ``params`` may read (common random numbers).
+
+    Categorical logits ``(*B, C)``: ``uniform`` (S, *B, C), the uniforms behind D = argmax(θ + G(U)), and
+    ``antithetic`` (⌈S/2⌉, *B), DisARM's shared uniforms. A Gaussian of batch shape B: ``normal`` (S, *B),
+    the draw z = μ + σε of the score function, the pathwise estimator and the measure-valued derivative, and
+    that derivative's own streams (``MEASURE_VALUED_STREAMS``; ``maxwell`` is (3, S, *B)). With ``draws`` =
+    M every stream gets a leading dimension M (one noise per probe draw, for ``torch.func.vmap``). An
+    estimate with fewer samples reads the first S rows: ``take_samples``.
+    """
+    leading = () if draws is None else (int(draws),)
+    like = params.mean if isinstance(params, Gaussian) else params
+    if not isinstance(like, Tensor) or (like is params and params.dim() == 0):
+        raise EstimatorError(
+            f"draw_noise knows categorical logits (a tensor (..., C)) and estimators.Gaussian, got "
+            f"{type(params).__name__}."
+        )
+    options = {"generator": generator, "dtype": like.dtype, "device": like.device}
+
+    def uniform(*shape: int) -> Tensor:
+        return torch.rand((*leading, *shape), **options)
+
+    def normal(*shape: int) -> Tensor:
+        return torch.randn((*leading, *shape), **options)
+
+    if isinstance(params, Gaussian):
+        batch = torch.broadcast_shapes(params.mean.shape, params.log_scale.shape)
+        return {
+            "normal": normal(samples, *batch),
+            "weibull": uniform(samples, *batch),
+            "weibull_negative": uniform(samples, *batch),
+            "maxwell": normal(3, samples, *batch),
+            "sign": uniform(samples, *batch),
+            "coupling": uniform(samples, *batch),
+            "normal_negative": normal(samples, *batch),
+        }
+    return {
+        "uniform": uniform(samples, *params.shape),
+        "antithetic": uniform((samples + 1) // 2, *params.shape[:-1]),
+    }
+
+
+def take_samples(noise: Noise, samples: int, leading: int = 0) -> Noise:
+    """The noise of the first ``samples`` samples of noise drawn for more (``leading``: dimensions before the
+    sample dimension, 1 for noise drawn with ``draws``); common random numbers across sample counts."""
+    taken = {}
+    for stream, value in noise.items():
+        axis = leading + (1 if stream == "maxwell" else 0)
+        count = (samples + 1) // 2 if stream == "antithetic" else samples
+        taken[stream] = value.narrow(axis, 0, count)
+    return taken
+
+
+def gumbel_noise(shape: torch.Size | tuple[int, ...], like: Tensor, noise: Noise | None = None) -> Tensor:
+    """g = −log(−log u), u ~ U(0, 1) (the stream ``uniform`` when ``noise`` is given), clamped away from 0
+    and 1 so g stays finite."""
     tiny = torch.finfo(like.dtype).tiny
-    uniform = torch.rand(shape, dtype=like.dtype, device=like.device).clamp(tiny, 1.0 - 1e-7)
+    uniform = noise_stream(noise, "uniform", shape, like).clamp(tiny, 1.0 - 1e-7)
     return -torch.log(-torch.log(uniform))
 
 
@@ -137,10 +231,11 @@ def one_hot_like(index: Tensor, like: Tensor) -> Tensor:
     return torch.zeros_like(like).scatter(-1, index.unsqueeze(-1), 1.0)
 
 
-def sample_categorical(logits: Tensor, samples: int) -> Tensor:
-    """One-hot samples of shape ``(S, *logits.shape)`` from Cat(softmax(logits)), via the Gumbel-max trick."""
+def sample_categorical(logits: Tensor, samples: int, noise: Noise | None = None) -> Tensor:
+    """One-hot samples of shape ``(S, *logits.shape)`` from Cat(softmax(logits)), via the Gumbel-max trick:
+    D = one_hot(argmax(logits + g)), g from ``noise``'s stream ``uniform`` when given."""
     expanded = logits.detach().expand(samples, *logits.shape)
-    index = (expanded + gumbel_noise(expanded.shape, logits)).argmax(-1)
+    index = (expanded + gumbel_noise(expanded.shape, logits, noise)).argmax(-1)
     return one_hot_like(index, expanded)
 
 

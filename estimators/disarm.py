@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from estimators.base import Estimator, EstimatorError, Objective
+from estimators.base import Estimator, EstimatorError, Noise, Objective, noise_stream
 
 
 class DisARM(Estimator):
@@ -45,7 +45,9 @@ class DisARM(Estimator):
                 f"got samples={samples}; samples=2 is one pair."
             )
 
-    def forward(self, logits: Tensor, f: Objective, samples: int = 2) -> Tensor:
+    def forward(self, logits: Tensor, f: Objective, samples: int = 2, noise: Noise | None = None) -> Tensor:
+        """``noise``: pre-drawn noise (``estimators.base.draw_noise``), whose stream ``antithetic`` gives
+        the pairs' uniforms u."""
         self.check_samples(samples)
         if logits.dim() == 0 or logits.shape[-1] != 2:
             raise EstimatorError(
@@ -55,7 +57,7 @@ class DisARM(Estimator):
         pairs = samples // 2
         log_odds = logits[..., 1] - logits[..., 0]
         probability = torch.sigmoid(log_odds.detach())
-        uniform = torch.rand((pairs, *log_odds.shape), dtype=logits.dtype, device=logits.device)
+        uniform = noise_stream(noise, "antithetic", (pairs, *log_odds.shape), logits)
         first = (1 - uniform < probability).to(logits.dtype)  # b
         second = (uniform < probability).to(logits.dtype)  # b̃, antithetic to b
         bits = torch.cat([first, second])

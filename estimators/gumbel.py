@@ -12,14 +12,19 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from estimators.base import Objective, expand_samples, gumbel_noise
+from estimators.base import Noise, Objective, expand_samples, gumbel_noise
 from estimators.schedule import TemperatureEstimator
 
 
-def relaxed_sample(logits: Tensor, samples: int, tau: float) -> Tensor:
-    """Concrete samples of shape (S, *logits.shape): softmax((logits + g)/τ)."""
+def perturbed_logits(logits: Tensor, samples: int, noise: Noise | None = None) -> Tensor:
+    """logits + g, shape (S, *logits.shape), g Gumbel noise (from ``noise``'s stream ``uniform`` if given)."""
     expanded = expand_samples(logits, samples)
-    return ((expanded + gumbel_noise(expanded.shape, logits)) / tau).softmax(-1)
+    return expanded + gumbel_noise(expanded.shape, logits, noise)
+
+
+def relaxed_sample(logits: Tensor, samples: int, tau: float, noise: Noise | None = None) -> Tensor:
+    """Concrete samples of shape (S, *logits.shape): softmax((logits + g)/τ)."""
+    return (perturbed_logits(logits, samples, noise) / tau).softmax(-1)
 
 
 class Gumbel(TemperatureEstimator):
@@ -28,6 +33,6 @@ class Gumbel(TemperatureEstimator):
     latents = ("categorical",)
     unbiased = False
 
-    def forward(self, logits: Tensor, f: Objective, samples: int = 1) -> Tensor:
+    def forward(self, logits: Tensor, f: Objective, samples: int = 1, noise: Noise | None = None) -> Tensor:
         self.check_samples(samples)
-        return f(relaxed_sample(logits, samples, self.tau)).mean(0)
+        return f(relaxed_sample(logits, samples, self.tau, noise)).mean(0)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from estimators.base import EstimatorError, Objective, expand_samples, sample_categorical
+from estimators.base import EstimatorError, Noise, Objective, expand_samples, sample_categorical
 from estimators.schedule import TemperatureEstimator
 
 
@@ -72,7 +72,9 @@ class GumbelRao(TemperatureEstimator):
             )
         self.draws = int(draws)
 
-    def forward(self, logits: Tensor, f: Objective, samples: int = 1) -> Tensor:
+    def forward(self, logits: Tensor, f: Objective, samples: int = 1, noise: Noise | None = None) -> Tensor:
+        """``noise`` (stream ``uniform``) fixes the sampled class D; the R conditional Gumbel draws given D
+        are the estimator's own and come from the global generator."""
         self.check_samples(samples)
-        hard = sample_categorical(logits, samples)
+        hard = sample_categorical(logits, samples, noise)
         return f(gumbel_rao_sample(logits, hard, self.tau, self.draws)).mean(0)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from estimators.base import Objective, one_hot_like
-from estimators.gumbel import relaxed_sample
+from estimators.base import Noise, Objective, one_hot_like
+from estimators.gumbel import perturbed_logits
 from estimators.schedule import TemperatureEstimator
 
 
@@ -20,8 +20,11 @@ class GumbelST(TemperatureEstimator):
     latents = ("categorical",)
     unbiased = False
 
-    def forward(self, logits: Tensor, f: Objective, samples: int = 1) -> Tensor:
+    def forward(self, logits: Tensor, f: Objective, samples: int = 1, noise: Noise | None = None) -> Tensor:
         self.check_samples(samples)
-        relaxed = relaxed_sample(logits, samples, self.tau)
-        hard = one_hot_like(relaxed.argmax(-1), relaxed)
+        perturbed = perturbed_logits(logits, samples, noise)
+        relaxed = (perturbed / self.tau).softmax(-1)
+        # argmax of logits + g itself, not of the rounded softmax: the class of the Gumbel-max trick, the
+        # same as every other estimator's given the same noise.
+        hard = one_hot_like(perturbed.detach().argmax(-1), relaxed)
         return f(hard + relaxed - relaxed.detach()).mean(0)

@@ -36,20 +36,22 @@ import math
 import torch
 from torch import Tensor
 
-from estimators.base import Estimator, EstimatorError, Gaussian, Objective
+from estimators.base import Estimator, EstimatorError, Gaussian, Noise, Objective, noise_stream
 
 
-def weibull_noise(shape: torch.Size, like: Tensor) -> Tensor:
+def weibull_noise(
+    shape: torch.Size, like: Tensor, noise: Noise | None = None, stream: str = "weibull"
+) -> Tensor:
     """W ~ Weibull(scale √2, shape 2), density w·exp(−w²/2), by inversion: W = √(−2 log U)."""
     tiny = torch.finfo(like.dtype).tiny
-    uniform = torch.rand(shape, dtype=like.dtype, device=like.device).clamp_min(tiny)
+    uniform = noise_stream(noise, stream, shape, like).clamp_min(tiny)
     return torch.sqrt(-2.0 * torch.log(uniform))
 
 
-def double_sided_maxwell_noise(shape: torch.Size, like: Tensor) -> Tensor:
+def double_sided_maxwell_noise(shape: torch.Size, like: Tensor, noise: Noise | None = None) -> Tensor:
     """M with density m²·exp(−m²/2)/√(2π): a random sign times the norm of a standard 3-d Gaussian."""
-    radius = torch.randn((3, *shape), dtype=like.dtype, device=like.device).norm(dim=0)
-    sign = torch.rand(shape, dtype=like.dtype, device=like.device) < 0.5
+    radius = noise_stream(noise, "maxwell", (3, *shape), like, normal=True).norm(dim=0)
+    sign = noise_stream(noise, "sign", shape, like) < 0.5
     return torch.where(sign, -radius, radius)
 
 
@@ -74,7 +76,9 @@ class MeasureValued(Estimator):
             kept = f(mean.expand(1, *mean.shape)).dim() - 1
         return samples * (1 + 4 * math.prod(mean.shape[kept:]))
 
-    def forward(self, params: Gaussian, f: Objective, samples: int = 1) -> Tensor:
+    def forward(self, params: Gaussian, f: Objective, samples: int = 1, noise: Noise | None = None) -> Tensor:
+        """``noise``: pre-drawn noise (``estimators.base.draw_noise``): the draw z from the stream ``normal``
+        (shared with the score function and the pathwise estimator), W, M and U from streams of their own."""
         self.check_samples(samples)
         if not isinstance(params, Gaussian):
             raise EstimatorError(
@@ -87,7 +91,7 @@ class MeasureValued(Estimator):
         scale = log_scale.detach().exp().expand(batch_shape)
         shape = torch.Size((samples, *batch_shape))
 
-        z = location + scale * torch.randn(shape, dtype=location.dtype, device=location.device)
+        z = location + scale * noise_stream(noise, "normal", shape, location, normal=True)
         values = f(z)
         kept = values.dim() - 1  # f keeps batch_shape[:kept] and couples the rest
         if kept < 0 or kept > len(batch_shape) or values.shape[1:] != batch_shape[:kept]:
@@ -98,14 +102,14 @@ class MeasureValued(Estimator):
         coupled_shape = batch_shape[kept:]
         coordinates = math.prod(coupled_shape)
 
-        weibull = weibull_noise(shape, z)
-        maxwell = double_sided_maxwell_noise(shape, z)
+        weibull = weibull_noise(shape, z, noise)
+        maxwell = double_sided_maxwell_noise(shape, z, noise)
         if self.coupling:
             weibull_negative = weibull
-            normal = maxwell * torch.rand(shape, dtype=z.dtype, device=z.device)
+            normal = maxwell * noise_stream(noise, "coupling", shape, z)
         else:
-            weibull_negative = weibull_noise(shape, z)
-            normal = torch.randn(shape, dtype=z.dtype, device=z.device)
+            weibull_negative = weibull_noise(shape, z, noise, "weibull_negative")
+            normal = noise_stream(noise, "normal_negative", shape, z, normal=True)
         replacements = torch.stack(
             [
                 location + scale * weibull,  # mean, positive part

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from estimators.base import EstimatorError, Objective, expand_samples, sample_categorical
+from estimators.base import EstimatorError, Noise, Objective, expand_samples, sample_categorical
 from estimators.schedule import TemperatureEstimator
 
 
@@ -64,7 +64,7 @@ class ReinMax(TemperatureEstimator):
                 f"but tau={self.schedule.tau} with tau_min={self.schedule.tau_min} reaches {lowest}."
             )
 
-    def forward(self, logits: Tensor, f: Objective, samples: int = 1) -> Tensor:
+    def forward(self, logits: Tensor, f: Objective, samples: int = 1, noise: Noise | None = None) -> Tensor:
         self.check_samples(samples)
-        hard = sample_categorical(logits, samples)
+        hard = sample_categorical(logits, samples, noise)
         return f(reinmax_sample(logits, hard, self.tau)).mean(0)

@@ -7,10 +7,9 @@ Unbiased for differentiable f (Mohamed et al. 2020, §5).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from estimators.base import Estimator, Gaussian, Objective
+from estimators.base import Estimator, Gaussian, Noise, Objective, noise_stream
 
 
 class Reparam(Estimator):
@@ -19,7 +18,7 @@ class Reparam(Estimator):
     latents = ("gaussian",)
     unbiased = True
 
-    def forward(self, params: Gaussian, f: Objective, samples: int = 1) -> Tensor:
+    def forward(self, params: Gaussian, f: Objective, samples: int = 1, noise: Noise | None = None) -> Tensor:
         self.check_samples(samples)
-        noise = torch.randn((samples, *params.mean.shape), dtype=params.mean.dtype, device=params.mean.device)
-        return f(params.mean + params.scale * noise).mean(0)
+        epsilon = noise_stream(noise, "normal", (samples, *params.mean.shape), params.mean, normal=True)
+        return f(params.mean + params.scale * epsilon).mean(0)

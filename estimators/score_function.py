@@ -22,21 +22,28 @@ from estimators.base import (
     Estimator,
     EstimatorError,
     Gaussian,
+    Noise,
     Objective,
     match_dims,
+    noise_stream,
     sample_categorical,
 )
 
 BASELINES = ("none", "ema", "loo")
 
 
-def sample_with_log_prob(params: Tensor | Gaussian, samples: int) -> tuple[Tensor, Tensor]:
-    """Samples z (no gradient path) and log p_θ(z) per latent variable (with gradient), shape (S, *B)."""
+def sample_with_log_prob(
+    params: Tensor | Gaussian, samples: int, noise: Noise | None = None
+) -> tuple[Tensor, Tensor]:
+    """Samples z (no gradient path) and log p_θ(z) per latent variable (with gradient), shape (S, *B).
+
+    ``noise``: pre-drawn noise (``estimators.base.draw_noise``; streams ``uniform`` or ``normal``).
+    """
     if isinstance(params, Gaussian):
-        noise = torch.randn((samples, *params.mean.shape), dtype=params.mean.dtype, device=params.mean.device)
-        z = (params.mean + params.scale * noise).detach()
+        epsilon = noise_stream(noise, "normal", (samples, *params.mean.shape), params.mean, normal=True)
+        z = (params.mean + params.scale * epsilon).detach()
         return z, params.log_prob(z)
-    z = sample_categorical(params, samples)
+    z = sample_categorical(params, samples, noise)
     return z, (z * torch.log_softmax(params, dim=-1)).sum(-1)
 
 
@@ -77,9 +84,11 @@ class ScoreFunction(Estimator):
             return current
         return torch.zeros((), dtype=values.dtype, device=values.device)
 
-    def forward(self, params: Tensor | Gaussian, f: Objective, samples: int = 1) -> Tensor:
+    def forward(
+        self, params: Tensor | Gaussian, f: Objective, samples: int = 1, noise: Noise | None = None
+    ) -> Tensor:
         self.check_samples(samples)
-        z, log_prob = sample_with_log_prob(params, samples)
+        z, log_prob = sample_with_log_prob(params, samples, noise)
         values = f(z)
         log_prob = match_dims(log_prob, values)
         advantage = values.detach() - self.baseline_for(values.detach())

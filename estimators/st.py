@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from estimators.base import Objective, expand_samples, sample_categorical
+from estimators.base import Noise, Objective, expand_samples, sample_categorical
 from estimators.schedule import TemperatureEstimator
 
 
@@ -19,8 +19,8 @@ class StraightThrough(TemperatureEstimator):
     latents = ("categorical",)
     unbiased = False
 
-    def forward(self, logits: Tensor, f: Objective, samples: int = 1) -> Tensor:
+    def forward(self, logits: Tensor, f: Objective, samples: int = 1, noise: Noise | None = None) -> Tensor:
         self.check_samples(samples)
-        hard = sample_categorical(logits, samples)
+        hard = sample_categorical(logits, samples, noise)
         soft = expand_samples((logits / self.tau).softmax(-1), samples)
         return f(hard + soft - soft.detach()).mean(0)

@@ -13,11 +13,24 @@ from scipy import stats
 
 from bench.contract import PROBE_FIELDS
 from bench.report import ReportOptions, interval
-from bench.report.comparisons import COMPARISON_COLUMNS, TOO_FEW_SEEDS, rank, shared_estimators
+from bench.report.comparisons import (
+    COMPARISON_COLUMNS,
+    TOO_FEW_SEEDS,
+    critical_difference,
+    rank,
+    shared_estimators,
+)
 from bench.report.declarations import Column, Panel, parse_report
 from bench.report.figures import figure_panels
 from bench.report.gradients import crossing_of, error_parts, mse_at_budget, probe_point
-from bench.report.markdown import analyse, main_table, markdown_table, rankings_section, time_to_target_lines
+from bench.report.markdown import (
+    across_tasks,
+    analyse,
+    main_table,
+    markdown_table,
+    rankings_section,
+    time_to_target_lines,
+)
 from bench.report.statistics import column_table, holm
 from bench.report.survival import choose_target, crossing_time, events, kaplan_meier
 from bench.report.write import curves_of, numeric
@@ -137,7 +150,7 @@ def test_every_table_row_shows_runs_ok_of_total_and_the_bias_verdict_is_holm_adj
     row_b = next(line for line in lines if line.startswith("| b | 3 |"))
     # Holm over the 15 probes of the finished runs: a's smallest p (0.01) × 15 > 5%; b's 1e-6 × 15 < 5%.
     assert "no detectable bias (0 of 6 probes)" in row_a and row_a.endswith("| 2/3 |")
-    assert "biased at 5% (9 of 9 probes)" in row_b and row_b.endswith("| 3/3 |")
+    assert "biased at 5% (9 of 9 probes, steps 0, 10, 20)" in row_b and row_b.endswith("| 3/3 |")
     assert "Holm-adjusted over all of them" in text and "(15 probes)" in text
     assert holm([0.01, 0.04, 0.03]).tolist() == pytest.approx([0.03, 0.06, 0.06])
 
@@ -211,7 +224,7 @@ def test_no_ranking_on_gradient_quality_without_a_reference(tmp_path):
     assert any(line.startswith("No ranking on gradient quality") for line in lines)
 
 
-def test_a_critical_difference_diagram_needs_five_tasks_sharing_the_estimators():
+def test_a_critical_difference_diagram_needs_five_tasks_sharing_the_estimators(tmp_path):
     rows = [
         {"task": f"t{task}", "estimator": name, "label": name, "seed": 0, "status": "ok", "final_loss": value}
         for task in range(5)
@@ -219,8 +232,12 @@ def test_a_critical_difference_diagram_needs_five_tasks_sharing_the_estimators()
     ]
     shared = shared_estimators(pd.DataFrame(rows))
     assert shared.tasks == [f"t{task}" for task in range(5)] and shared.estimators == ["a", "b", "c"]
-    fewer = shared_estimators(pd.DataFrame([row for row in rows if row["task"] != "t4"]))
-    assert len(fewer.tasks) == 4
+    assert critical_difference(shared, tmp_path) == "critical_difference.png"
+    assert (tmp_path / "critical_difference.png").stat().st_size > 5_000
+    fewer = pd.DataFrame([row for row in rows if row["task"] != "t4"])
+    assert len(shared_estimators(fewer).tasks) == 4
+    text = "\n".join(across_tasks(fewer.assign(root=""), tmp_path))
+    assert "No critical-difference diagram: it needs at least 5 tasks" in text and "here is 4" in text
 
 
 def hand_made_runs(tmp_path=None):
@@ -272,3 +289,13 @@ def test_the_default_target_is_a_stated_fraction_of_the_gap_to_the_best_known_va
 
 def test_markdown_table_renders_rows():
     assert markdown_table(pd.DataFrame({"x": [1]})) == "| x |\n|---|\n| 1 |"
+
+
+def test_the_command_line_refuses_a_bad_budget_or_fraction(tmp_path, capsys):
+    from bench.report import main
+
+    assert main([str(tmp_path), "--budget", "demo"]) == 2
+    assert "--budget 'demo': expected TASK=NUMBER" in capsys.readouterr().err
+    assert main([str(tmp_path), "--budget", "demo=-1"]) == 2
+    assert main([str(tmp_path), "--target-fraction", "1.5"]) == 2
+    assert "--target-fraction must be in (0, 1]" in capsys.readouterr().err

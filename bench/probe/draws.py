@@ -56,12 +56,18 @@ def probe_targets(task: Task, batch: Any, wrt: str = "parameters") -> Targets:
     return Targets(wrt, tensors, lambda _batch: rebuilt, same)
 
 
-def targets_loss(task: Task, estimator: Estimator, samples: int, batch: Any, targets: Targets) -> Tensor:
-    """The loss whose gradient with respect to ``targets.tensors`` is one estimate."""
-    if targets.wrt == "parameters":
+def targets_loss(
+    task: Task, estimator: Estimator, samples: int, batch: Any, targets: Targets, noise: Any = None
+) -> Tensor:
+    """The loss whose gradient with respect to ``targets.tensors`` is one estimate (with pre-drawn ``noise``
+    for the estimator when given: ``estimators.base.draw_noise``)."""
+    if targets.wrt == "parameters" and noise is None:
         return task.loss(estimator, samples, batch)  # honours a task that overrides loss()
     params = targets.distribution(batch)
-    return estimator(params, task.objective(batch), samples).mean() + task.deterministic(params, batch)
+    surrogate = estimator(
+        params, task.objective(batch), samples, **({} if noise is None else {"noise": noise})
+    )
+    return surrogate.mean() + task.deterministic(params, batch)
 
 
 def draw_gradients(
@@ -72,11 +78,13 @@ def draw_gradients(
     draws: int,
     batches: list[Any] | None = None,
     targets: Targets | None = None,
+    noise: Any = None,
 ) -> Tensor:
     """M gradient estimates of the task's loss with respect to the probe's targets, shape (M, P).
 
     Every draw uses ``batch``, or draw m uses ``batches[m]`` when given (``Task.probe_batches``). Targets
-    default to the probed parameters.
+    default to the probed parameters. ``noise``: pre-drawn noise for the estimator with a leading dimension
+    M (``estimators.base.draw_noise(..., draws=M)``); draw m reads its m-th slice (common random numbers).
 
     The estimator is put in eval mode so that stateful parts (an EMA baseline) are read, not updated.
     """
@@ -88,7 +96,12 @@ def draw_gradients(
         for draw in range(draws):
             with torch.enable_grad():
                 loss = targets_loss(
-                    task, estimator, samples, batch if batches is None else batches[draw], targets
+                    task,
+                    estimator,
+                    samples,
+                    batch if batches is None else batches[draw],
+                    targets,
+                    None if noise is None else pytree.tree_map(lambda value: value[draw], noise),  # noqa: B023
                 )
             rows.append(
                 flatten(torch.autograd.grad(loss, targets.tensors, allow_unused=True, materialize_grads=True))
@@ -149,8 +162,11 @@ class StochasticPart(nn.Module):
         self.task, self.estimator = task, estimator
         self.samples, self.batch, self.rebuild = samples, batch, rebuild
 
-    def forward(self, leaves: list[Tensor]) -> Tensor:
-        return self.estimator(self.rebuild(leaves), self.task.objective(self.batch), self.samples).mean()
+    def forward(self, leaves: list[Tensor], noise: Any = None) -> Tensor:
+        given = {} if noise is None else {"noise": noise}  # pre-drawn noise: common random numbers
+        return self.estimator(
+            self.rebuild(leaves), self.task.objective(self.batch), self.samples, **given
+        ).mean()
 
 
 def read_directly(stochastic: StochasticPart, leaves: list[Tensor], targets: list[Tensor]) -> list[bool]:
@@ -172,6 +188,7 @@ def draw_gradients_vectorized(
     draws: int,
     chunk_size: int | None = None,
     targets: Targets | None = None,
+    noise: Any = None,
 ) -> Tensor:
     """The same M estimates as ``draw_gradients`` (shape (M, P)), drawn in one batched computation.
 
@@ -188,7 +205,10 @@ def draw_gradients_vectorized(
 
     The estimator is in eval mode, so an EMA baseline is read, not updated. This assumes that
     ``task.distribution`` is deterministic; a task whose encoder is random declares ``vectorizable = False``.
-    ``chunk_size`` bounds memory by vectorizing that many draws at a time.
+    ``chunk_size`` bounds memory by vectorizing that many draws at a time. ``noise``: pre-drawn noise for
+    the estimator with a leading dimension M (``estimators.base.draw_noise(..., draws=M)``), passed to
+    ``vmap`` as a batched argument, so that draw m reads its m-th slice (common random numbers); whatever
+    else the estimator draws still comes from the global generator.
     """
     probed = targets or probe_targets(task, batch)
     targets = probed.tensors
@@ -219,8 +239,8 @@ def draw_gradients_vectorized(
             )
         direct_values = {f"task.{module_names[id(target)]}": target.detach() for target in direct}
 
-        def one_draw(leaf_values: list[Tensor], swapped: dict[str, Tensor], draw: Tensor) -> Tensor:
-            return functional_call(stochastic, swapped, (leaf_values,))
+        def one_draw(leaf_values: list[Tensor], swapped: dict[str, Tensor], draw: Any) -> Tensor:
+            return functional_call(stochastic, swapped, (leaf_values, None if noise is None else draw))
 
         batched = vmap(
             grad(one_draw, argnums=(0, 1)),
@@ -230,7 +250,9 @@ def draw_gradients_vectorized(
         )
         with torch.no_grad():  # grad() differentiates regardless; no outer autograd graph is recorded
             leaf_gradients, direct_gradients = batched(
-                [leaf.detach() for leaf in leaves], direct_values, torch.zeros(draws)
+                [leaf.detach() for leaf in leaves],
+                direct_values,
+                torch.zeros(draws) if noise is None else noise,
             )
         # Per probed parameter, the (M, *shape) terms of its gradient, summed straight into the output.
         parts: list[list[Tensor]] = [[] for _ in targets]

@@ -18,7 +18,10 @@ the seeds every ranked configuration has (``common seeds``). Scale quantities ar
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,13 +193,17 @@ def critical_difference(shared: SharedEstimators, directory: Path, stem: str = "
     from autorank import autorank, plot_stats
 
     # autorank ranks higher values as better with order="descending"; the objective is lower-is-better.
-    result = autorank(-shared.table, alpha=0.05, verbose=False, force_mode="nonparametric")
-    axis = plot_stats(result, allow_insignificant=True)
+    # autorank prints its choice of tests and warns from normality tests it then does not use.
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = autorank(-shared.table, alpha=0.05, verbose=False, force_mode="nonparametric")
+        axis = plot_stats(result, allow_insignificant=True)
     figure = axis.get_figure()
     figure.suptitle(
-        f"final objective across {len(shared.tasks)} tasks: mean rank (1 = best), critical difference "
-        f"(Nemenyi, 5%); Friedman p = {result.pvalue:.2g}",
+        f"final objective across {len(shared.tasks)} tasks: mean rank (1 = best), critical difference\n"
+        f"(Nemenyi, 5%); Friedman p = {result.pvalue:.2g}; a bar joins estimators that do not differ",
         fontsize=9,
+        y=1.15,
     )
     figure.savefig(directory / f"{stem}.png", dpi=130, bbox_inches="tight")
     figure.savefig(directory / f"{stem}.pdf", bbox_inches="tight")

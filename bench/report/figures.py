@@ -12,6 +12,7 @@ and a reader can check it against the tables.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -207,14 +208,15 @@ def figure_bias_variance(
     parts: pd.DataFrame,
     draws: float,
     where: str,
-    verdicts: dict[str, str],
+    verdicts: dict[str, tuple[int, int]],
     palette: dict,
     directory: Path,
 ) -> str | None:
     """Squared bias against variance per configuration, both relative to ‖g*‖² where every run has them:
     the variance's geometric mean ×/÷ its interval (log x axis), the squared bias's mean ± its t-interval
-    (symmetric-log y axis: the unbiased estimate can be negative); filled markers for configurations the
-    bias test calls biased. The dashed line is the probe's noise level V/M, the size of the noise
+    (symmetric-log y axis: the unbiased estimate can be negative); filled markers where the bias test
+    rejects zero bias at that point (``verdicts``: per configuration, probes rejected and tested there). The
+    dashed line is the probe's noise level V/M, the size of the noise
     subtracted from ‖ḡ − g*‖² to estimate ‖b‖²: squared biases well below it cannot be resolved."""
     data = parts[~parts["deterministic"] & (parts["variance"] > 0)]
     if data.empty:
@@ -244,7 +246,7 @@ def figure_bias_variance(
     figure, axis = plt.subplots(figsize=(7.5, 5.2))
     for row in table.itertuples():
         colour = palette[row.label]
-        biased = verdicts.get(row.label, "").startswith("biased")
+        rejected, tested = verdicts.get(row.label, (0, 0))
         axis.errorbar(
             [row.variance],
             [row.bias],
@@ -257,10 +259,10 @@ def figure_bias_variance(
             fmt="o",
             ms=8,
             color=colour,
-            mfc=colour if biased else "white",
+            mfc=colour if rejected else "white",
             mew=2,
             capsize=3,
-            label=f"{row.label} ({verdicts.get(row.label, 'no test')})",
+            label=f"{row.label}: {rejected} of {tested} probes biased" if tested else f"{row.label}: no test",
         )
     span = np.geomspace(table["variance"].min() / 3, table["variance"].max() * 3, 50)
     if math.isfinite(draws) and draws > 0:
@@ -278,8 +280,8 @@ def figure_bias_variance(
         xlabel=f"variance of one estimate{unit} (log scale)",
         ylabel=f"squared bias ‖b‖²{unit} (symmetric log: linear within ±{threshold:.2g})",
         title=f"{task}: squared bias against variance at {where}\n(variance: {interval_words(True)}; "
-        f"‖b‖²: {interval_words(False)}; over {count_text(table['seeds'].tolist())} seeds;\nfilled: biased "
-        "at 5% by the bias test)" + exact,
+        f"‖b‖²: {interval_words(False)}; over {count_text(table['seeds'].tolist())} seeds;\nfilled: the bias "
+        f"test rejects zero bias at 5% at {where} in at least one seed, Holm over the task's probes)" + exact,
     )
     axis.legend(fontsize=7, loc="best")
     axis.grid(which="both", alpha=0.3)
@@ -304,19 +306,18 @@ def figure_by_training_time(
         return None
     log = on_log_scale(metric)
     rows = []
-    for label, group in sorted(data.groupby("label"), key=lambda item: item[0]):
-        runs = [
-            (run.sort_values("time"), seed)
-            for seed, run in ((r["seed"].iloc[0], r) for _, r in group.groupby("run"))
-        ]
-        start = max(run.loc[run["time"] > 0, "time"].min() for run, _ in runs)
-        end = min(run["time"].max() for run, _ in runs)
+    for label, group in data.groupby("label", sort=True):
+        runs = [run.sort_values("time") for _, run in group.groupby("run")]
+        start = max(run.loc[run["time"] > 0, "time"].min() for run in runs)
+        end = min(run["time"].max() for run in runs)
         if not (math.isfinite(start) and end > start):
             continue
         grid = np.geomspace(start, end, 60)
-        for run, seed in runs:
+        for run in runs:
             values = np.interp(grid, run["time"], run["value"])
-            rows.append(pd.DataFrame({"label": label, "seed": seed, "time": grid, "value": values}))
+            rows.append(
+                pd.DataFrame({"label": label, "seed": run["seed"].iloc[0], "time": grid, "value": values})
+            )
     if not rows:
         return None
     band = bands(pd.concat(rows, ignore_index=True), "time", log)
@@ -390,8 +391,8 @@ def figure_time_to_target(
     for axis in axes[:, 0]:
         axis.set_ylabel("fraction reached")
     figure.suptitle(
-        f"{task}: time to target ({target_text})\nfraction of runs that reached it, 95% interval; "
-        "| = censored run; dotted: median",
+        f"{task}: time to target\n{textwrap.fill(target_text, 120)}\n"
+        "fraction of runs that reached it, 95% interval; | = censored run; dotted: median",
         fontsize=10,
     )
     data = pd.concat(rows, ignore_index=True).assign(panel="fraction_reached")
@@ -415,7 +416,8 @@ def figure_work(
         return None
     name, unit, _ = COSTS[cost]
     low, high = float(usable[cost].min()), float(max(usable[cost].max(), budget))
-    grid = np.geomspace(low, high * 100, 80)
+    end = max([high * 100] + [2 * crossing.budget for crossing in crossings])
+    grid = np.geomspace(low, end, 100)
     mse = mse_at_budget(usable, cost, grid)
     rows = []
     for index, (label, seed) in enumerate(zip(usable["label"], usable["seed"], strict=True)):

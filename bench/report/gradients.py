@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from bench.contract import PROBE_FIELDS
-from bench.report.statistics import geometric_mean, holm
+from bench.report.statistics import geometric_mean, holm, interval
 
 LEVEL = 0.05
 COSTS = {
@@ -97,6 +97,21 @@ class BiasVerdicts:
     probes: int
     rejected: dict[str, int]
     tested: dict[str, int]
+    tests: pd.DataFrame
+    """Every test: ``run``, ``label``, ``step``, ``value`` (the p-value), ``adjusted`` (Holm)."""
+
+    def at_point(self, same_parameters: bool) -> dict[str, tuple[int, int]]:
+        """Per configuration, (rejected, tested) among the probes at the comparison point: step 0, or each
+        run's last probe."""
+        tests = self.tests
+        if same_parameters:
+            chosen = tests[tests["step"] == 0]
+        else:
+            chosen = tests[tests["step"] == tests.groupby("run")["step"].transform("max")]
+        rejected = chosen["adjusted"] < LEVEL
+        return {
+            label: (int(rejected[group.index].sum()), len(group)) for label, group in chosen.groupby("label")
+        }
 
 
 def bias_verdicts(ok: pd.DataFrame, curves: pd.DataFrame, deterministic: set[str]) -> BiasVerdicts | None:
@@ -116,12 +131,27 @@ def bias_verdicts(ok: pd.DataFrame, curves: pd.DataFrame, deterministic: set[str
                 text[label] = "none possible (draws do not vary)"
             continue
         tested[label] = len(mine)
-        rejected[label] = int((mine["adjusted"] < LEVEL).sum())
+        rejecting = mine[mine["adjusted"] < LEVEL]
+        rejected[label] = len(rejecting)
         if rejected[label]:
-            text[label] = f"biased at 5% ({rejected[label]} of {len(mine)} probes)"
+            text[label] = (
+                f"biased at 5% ({rejected[label]} of {len(mine)} probes, {steps_text(rejecting['step'])})"
+            )
         else:
             text[label] = f"no detectable bias (0 of {len(mine)} probes)"
-    return BiasVerdicts(text, len(found), rejected, tested)
+    return BiasVerdicts(
+        text, len(found), rejected, tested, found[["run", "label", "step", "value", "adjusted"]]
+    )
+
+
+def steps_text(steps: pd.Series) -> str:
+    """ "step 500", "steps 0, 100", or "steps 0 to 500" for more than three."""
+    found = sorted({int(step) for step in steps})
+    if len(found) == 1:
+        return f"step {found[0]}"
+    if len(found) <= 3:
+        return "steps " + ", ".join(str(step) for step in found)
+    return f"steps {found[0]} to {found[-1]}"
 
 
 def relative_scale(point: ProbePoint) -> bool:
@@ -198,11 +228,13 @@ class Crossing:
     budget: float
 
 
-def crossings(parts: pd.DataFrame, cost: str) -> list[Crossing]:
+def crossings(parts: pd.DataFrame, cost: str) -> tuple[list[Crossing], int]:
     """Budgets at which two configurations' MSE(T) cross, from their means over seeds (‖b‖² arithmetic, V
     geometric; t is already the configuration's): where both exist, and, for a configuration whose draws
-    do not vary, at its cost (its MSE is 0 from there on)."""
-    means = {}
+    do not vary, at its cost (its MSE is 0 from there on). A crossing of two sampling configurations is
+    resolved only where their squared biases differ: the 95% t-interval over common seeds of the paired
+    difference of ``raw_bias`` excludes 0. Returns the crossings and the count of pairs left unresolved."""
+    means, biases = {}, {}
     for label, group in parts.groupby("label"):
         price = float(group[cost].iloc[0])
         if not math.isfinite(price):
@@ -210,12 +242,20 @@ def crossings(parts: pd.DataFrame, cost: str) -> list[Crossing]:
         deterministic = bool(group["deterministic"].all())
         variance = 0.0 if deterministic else geometric_mean(group["variance"])
         means[label] = (float(group["bias"].mean()), variance, price, deterministic)
-    found = []
+        biases[label] = group.groupby("seed")["raw_bias"].mean()
+    found, unresolved = [], 0
     labels = sorted(means)
     for index, first in enumerate(labels):
         for second in labels[index + 1 :]:
-            found += crossing_of(first, means[first], second, means[second])
-    return sorted(found, key=lambda item: (item.budget, item.small, item.large))
+            crossed = crossing_of(first, means[first], second, means[second])
+            if crossed and not (means[first][3] or means[second][3]):
+                gap = (biases[first] - biases[second]).dropna()
+                found_gap = interval(gap)
+                if not (found_gap.count >= 2 and (found_gap.low > 0 or found_gap.high < 0)):
+                    unresolved += 1
+                    continue
+            found += crossed
+    return sorted(found, key=lambda item: (item.budget, item.small, item.large)), unresolved
 
 
 def crossing_of(first: str, a: tuple, second: str, b: tuple) -> list[Crossing]:

@@ -36,6 +36,7 @@ from bench.report.figures import (
 )
 from bench.report.gradients import (
     COSTS,
+    BiasVerdicts,
     ProbePoint,
     bias_verdicts,
     crossings,
@@ -45,7 +46,7 @@ from bench.report.gradients import (
     mse_at_budget,
     probe_point,
 )
-from bench.report.statistics import aggregate, column_table, on_log_scale, seed_interval
+from bench.report.statistics import aggregate, column_table, on_log_scale, runs_text, seed_interval
 from bench.report.survival import (
     DEFAULT_FRACTION,
     censoring_text,
@@ -155,7 +156,7 @@ class TaskAnalysis:
     reference: str
     point: ProbePoint
     deterministic: set[str]
-    verdicts: object
+    verdicts: BiasVerdicts | None
     declaration: Declaration
 
 
@@ -230,8 +231,17 @@ def estimate_text(row: pd.Series, log: bool) -> str:
     return f"{mark} = {row['estimate']:.3g} [{row['ci_low']:.3g}, {row['ci_high']:.3g}]"
 
 
-def ranking_lines(ranking: Ranking, meaning: str, notes: list[str]) -> list[str]:
-    """A ranking as a table, best first, then its adjacent pairs."""
+def runs_by_label(runs: pd.DataFrame) -> dict[str, str]:
+    """ "ok/total" runs of every configuration."""
+    return {
+        label: runs_text(int((group["status"] == "ok").sum()), len(group))
+        for label, group in runs.groupby("label")
+    }
+
+
+def ranking_lines(ranking: Ranking, meaning: str, notes: list[str], runs: dict[str, str]) -> list[str]:
+    """A ranking as a table, best first (with each configuration's runs ok/total), then its adjacent
+    pairs."""
     table = ranking.table
     shown = pd.DataFrame(
         {
@@ -241,6 +251,7 @@ def ranking_lines(ranking: Ranking, meaning: str, notes: list[str]) -> list[str]
             ],
             "configuration": table["label"],
             "value": [found.text() for found in table["interval"]],
+            "runs ok/total": [runs.get(label, "—") for label in table["label"]],
         }
     )
     lines = [
@@ -289,10 +300,11 @@ def rankings_section(
     """Rankings on the final objective and, with a reference gradient, on gradient quality at the probe
     point and at a compute budget (``budget_ms``: the time budget; default: ``gradients.default_budget``)."""
     lines, found = [], []
+    runs = runs_by_label(analysis.runs)
     final = rank(task, "final_loss", values_of(analysis.ok, "final_loss"), log=False)
     if final is not None:
         found.append(final)
-        lines += ranking_lines(final, "final_loss", [])
+        lines += ranking_lines(final, "final_loss", [], runs)
     if analysis.reference == "none":
         lines += [
             "No ranking on gradient quality: without a reference gradient a low variance can mean a "
@@ -318,7 +330,7 @@ def rankings_section(
         )
         if mse is not None:
             found.append(mse)
-            lines += ranking_lines(mse, f"grad_mse at {point.where}", aside)
+            lines += ranking_lines(mse, f"grad_mse at {point.where}", aside, runs)
     parts = error_parts(point, analysis.deterministic)
     for cost, (name, unit, meaning) in COSTS.items():
         if parts[cost].isna().all():
@@ -346,20 +358,47 @@ def rankings_section(
             ]
         if unaffordable:
             notes += [f"Cannot afford one estimate within T: {', '.join(unaffordable)}.", ""]
+        notes += timing_spread(point.values, cost)
         ranking = rank(task, f"MSE at budget T = {budget:.3g} {unit} (ratio a / b)", affordable, log=True)
         if ranking is not None:
             found.append(ranking)
-            lines += ranking_lines(ranking, f"MSE at a budget of {name}, T = {budget:.3g} {unit}", notes)
+            lines += ranking_lines(
+                ranking, f"MSE at a budget of {name}, T = {budget:.3g} {unit}", notes, runs
+            )
         else:
             lines += notes
         lines += crossing_lines(parts, cost, analysis.deterministic)
     return lines, found
 
 
+TIMING_SPREAD = 1.5
+"""A configuration's estimate time varying by more than this factor (×/÷, 95% over seeds) means the
+timings are not to be trusted for ranking."""
+
+
+def timing_spread(values: pd.DataFrame, cost: str) -> list[str]:
+    """A warning when a measured cost varies between seeds by more than ×/÷ ``TIMING_SPREAD``."""
+    if cost != "estimate_time_ms" or cost not in values:
+        return []
+    factors = {
+        label: seed_interval(group[cost], group["seed"], log=True).factor
+        for label, group in values.groupby("label")
+    }
+    spread = max((factor for factor in factors.values() if math.isfinite(factor)), default=1.0)
+    if spread <= TIMING_SPREAD:
+        return []
+    return [
+        f"**Timings vary between seeds by up to ×/÷ {spread:.3g}** (95% interval of estimate_time_ms): the "
+        "machine was probably busy while these runs ran; the budget in evaluations of f below does not "
+        "depend on it.",
+        "",
+    ]
+
+
 def crossing_lines(parts: pd.DataFrame, cost: str, deterministic: set[str]) -> list[str]:
     """Where two configurations' MSE(T) curves cross, and from which budget on an exact one is best."""
     name, unit, _ = COSTS[cost]
-    crossed = crossings(parts, cost)
+    crossed, unresolved = crossings(parts, cost)
     exact = [item for item in crossed if item.large in deterministic]
     lines = []
     for label in sorted({item.large for item in exact}):
@@ -384,6 +423,12 @@ def crossing_lines(parts: pd.DataFrame, cost: str, deterministic: set[str]) -> l
         ]
     elif not exact:
         lines += [f"No two configurations' MSE(T) curves cross ({name}).", ""]
+    if unresolved:
+        lines += [
+            f"{unresolved} more pair(s) would cross from their means, but their squared biases do not differ "
+            "significantly (paired 95% t-interval over seeds contains 0): no crossing budget is claimed.",
+            "",
+        ]
     return lines
 
 
@@ -443,7 +488,8 @@ def time_to_target_lines(
         "between that probe and the one before (training time = step × the run's median step time); a run "
         "that never reaches it is censored at its last probe. Kaplan–Meier median with its 95% interval "
         "(lifelines; ∞: the band does not fall below one half); fraction reached by each time with its 95% "
-        "interval (Clopper–Pearson while no run is censored before that time, else Kaplan–Meier):",
+        "interval (Clopper–Pearson while no run is censored before that time; after that, Kaplan–Meier, or, "
+        "while none has reached it, 0 up to the Clopper–Pearson bound from the runs still observed):",
         "",
         markdown_table(table),
         "",
@@ -502,6 +548,7 @@ def task_section(
     counts = runs.groupby(["label", "status"]).size().unstack(fill_value=0)
     counts = counts[in_status_order(counts.columns)].reset_index()
     counts.columns.name = None
+    counts["runs ok/total"] = counts["label"].map(runs_by_label(runs))
     lines += ["Runs by status:", "", markdown_table(counts), ""]
     not_ok = runs[runs["status"] != "ok"]
     if not not_ok.empty:
@@ -560,7 +607,7 @@ def figure_lines(
             if "probe_draws" in values
             else math.nan
         )
-        verdicts = analysis.verdicts.text if analysis.verdicts is not None else {}
+        verdicts = analysis.verdicts.at_point(point.same_parameters) if analysis.verdicts is not None else {}
         figures.append(
             figure_bias_variance(task, parts, float(draws), point.title, verdicts, palette, directory)
         )
@@ -570,7 +617,7 @@ def figure_lines(
                 budget = budget if budget is not None else default_budget(parts, cost)
                 if math.isfinite(budget):
                     figures.append(
-                        figure_work(task, parts, cost, budget, crossings(parts, cost), palette, directory)
+                        figure_work(task, parts, cost, budget, crossings(parts, cost)[0], palette, directory)
                     )
     figures += [over_steps("grad_variance"), over_steps("train_loss")]
     return [image(name) for name in figures if name] + [""]

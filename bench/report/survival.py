@@ -11,7 +11,8 @@ linearly between that probe and the one before (training time = step × the run'
 excluded). A run that never reaches it is censored at its last probe's time (a run that stopped early, at
 the probe before it stopped). Per configuration: the Kaplan–Meier estimate of the fraction that has reached
 the target by each time (a plain proportion with its Clopper–Pearson interval while no run has been censored
-yet), and its median time with the 95% interval of lifelines (exponential Greenwood bands; an upper limit
+yet; after that, while none has reached it, 0 up to the Clopper–Pearson bound from the runs still observed),
+and its median time with the 95% interval of lifelines (exponential Greenwood bands; an upper limit
 of ∞ when the band never falls below one half).
 """
 
@@ -139,16 +140,26 @@ class KaplanMeier:
     def fraction_by(self, time: float) -> tuple[float, float, float]:
         """Fraction reached by ``time`` and its 95% interval. While no run is censored before ``time`` the
         fraction is a plain proportion k/n, with the Clopper–Pearson interval (Greenwood's band has no width
-        at 0 or 1); after that, the Kaplan–Meier estimate with lifelines' band."""
+        at 0 or 1); after that, the Kaplan–Meier estimate with lifelines' band, or, while it is still 0, the
+        Clopper–Pearson bound from the runs still observed."""
         if not ((~self.events) & (self.times < time)).any():
             count = int((self.events & (self.times <= time)).sum())
             total = len(self.times)
             low, high = stats.binomtest(count, total).proportion_ci(0.95, method="exact")
             return count / total, float(low), float(high)
         index = int(np.searchsorted(self.timeline, time, side="right")) - 1
-        if index < 0:
-            return 0.0, 0.0, 0.0
-        return float(self.reached[index]), float(self.low[index]), float(self.high[index])
+        fraction = float(self.reached[index]) if index >= 0 else 0.0
+        if fraction == 0:
+            # No run has reached it yet: Greenwood's band has no width; the runs still observed at ``time``
+            # bound the fraction from above (Clopper–Pearson for 0 of them); none left: anything is possible.
+            observed = int((self.times >= time).sum())
+            high = (
+                1.0
+                if observed == 0
+                else float(stats.binomtest(0, observed).proportion_ci(0.95, "exact").high)
+            )
+            return 0.0, 0.0, high
+        return fraction, float(self.low[index]), float(self.high[index])
 
 
 def kaplan_meier(times: np.ndarray, reached: np.ndarray) -> KaplanMeier:
