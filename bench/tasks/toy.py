@@ -4,9 +4,15 @@ With K = 2 classes (the default) b_d ∈ {0, 1} is a Bernoulli variable with p(b
 with K > 2 classes, class k has value k/(K − 1). The exact objective is
 L(θ) = Σ_d Σ_k p_dk (v_k − t)², minimized at p(b = 1) → 0 for t < 0.5; straight-through type estimators
 are known to settle near p ≈ t instead (Tucker et al. 2017, "REBAR"; Liu et al. 2023, "ReinMax").
+
+Initial logits: every logit is ``init``, so every class is equally likely; ``p0`` sets the initial probability
+of the last class (b = 1 for a Bernoulli) instead, the other classes sharing 1 − p0 equally, by raising the
+last logit by log(p0·(K − 1)/(1 − p0)) (``init`` still shifts all logits together, which changes nothing).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -19,14 +25,20 @@ class Toy(Task):
     latent = "categorical"
     reference = "analytic"
 
-    def __init__(self, dim: int = 1, classes: int = 2, t: float = 0.45, init: float = 0.0) -> None:
+    def __init__(
+        self, dim: int = 1, classes: int = 2, t: float = 0.45, init: float = 0.0, p0: float | None = None
+    ) -> None:
         super().__init__()
-        check_arguments(
-            dict(dim=dim, classes=classes, t=t, init=init),
-            {"dim": whole(least=1), "classes": whole(least=2), "t": number(), "init": number()},
-        )
+        arguments = dict(dim=dim, classes=classes, t=t, init=init)
+        rules = {"dim": whole(least=1), "classes": whole(least=2), "t": number(), "init": number()}
+        if p0 is not None:
+            arguments["p0"], rules["p0"] = p0, number(above=0, below=1)
+        check_arguments(arguments, rules)
         self.t = float(t)
-        self.logits = nn.Parameter(torch.full((dim, classes), float(init)))
+        logits = torch.full((dim, classes), float(init))
+        if p0 is not None:  # the last class (b = 1) at p0, the others sharing 1 − p0 equally
+            logits[:, -1] += math.log(float(p0) * (classes - 1) / (1 - float(p0)))
+        self.logits = nn.Parameter(logits)
         self.register_buffer("values", torch.linspace(0.0, 1.0, classes))
         # Every variable on its best class: the infimum of the objective (approached as p → one-hot).
         self.best_known_objective = float(dim * ((self.values - self.t) ** 2).min())
