@@ -506,6 +506,7 @@ class Interrupted(BaseException):
     def __init__(self, signal_number: int, step: int | None = None, checkpoint: Path | None = None) -> None:
         super().__init__(signal_number, step, checkpoint)
         self.signal_number, self.step, self.checkpoint = signal_number, step, checkpoint
+        self.raised: BaseException | None = None  # what the previous handler raised, when it was handed over
 
     @property
     def name(self) -> str:
@@ -575,7 +576,11 @@ class StopSignals:
         if self.on_stop is not None:
             self.on_stop(stop)
         self.restore()  # the previous handler runs as if ours had never been there; it may exit
-        previous(number, None)
+        try:
+            previous(number, None)
+        except BaseException as error:  # e.g. submitit's "not requeued": it goes on to its own caller
+            stop.raised = error
+            raise
         self.install()  # it returned: the run goes on, and the next signal is ours again
 
     def restore(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import cmath
 import inspect
 import math
+import signal
 import sys
 import time
 import traceback
@@ -252,10 +253,11 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
 
     ConfigError and KeyboardInterrupt are re-raised after the summary is written, so the caller can
     report them; a diverged or failed run is recorded and returned. A stop signal (``bench.checkpoint``:
-    SIGTERM, SIGUSR1, SIGUSR2, SIGINT, submitit's preemption signal) ends the run at the next step boundary
-    with a checkpoint and the status ``interrupted``, then goes to the handler installed before (submitit's
-    requeues the job; Python's SIGINT handler raises KeyboardInterrupt), or exits with 128 + its number.
-    The run continues from its newest good checkpoint when one is in ``directory`` (``resume``).
+    SIGTERM, SIGUSR1, SIGUSR2, SIGINT, submitit's preemption signal) is acted on at the next step boundary:
+    a checkpoint, the summary with the status ``interrupted``, then the handler installed before ours
+    (submitit's requeues the job; Python's SIGINT handler raises KeyboardInterrupt; one that returns lets
+    the run go on), or, without one, exit with 128 + the signal's number. The run continues from its
+    newest good checkpoint when ``directory`` holds one (``resume``).
     """
     directory = Path(directory)
     started = time.perf_counter()
@@ -282,6 +284,14 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
     summary.update(threads=torch.get_num_threads(), resumed_from=None, resumes=0)
     pending: BaseException | None = None
     signals = StopSignals().install()  # a stop signal ends the run at a step boundary, after a checkpoint
+
+    def record_stop(stop: Interrupted) -> None:  # before the handler that was there before ours (it may exit)
+        interim = {**summary, "status": "interrupted", "steps": stop.step}
+        interim.update(error=stopped(stop, config.steps), wall_time_s=time.perf_counter() - started)
+        recorder.flush()
+        write_summary(directory / "summary.json", interim)
+
+    signals.on_stop = record_stop
     try:
         check_settings(config)  # before the seed and the threads are used (setup checks again, harmlessly)
         torch.manual_seed(config.seed)
@@ -333,26 +343,25 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
             diverged_step=error.args[1],
         )
     except Interrupted as error:
-        saved = f"; checkpoint {error.checkpoint}" if error.checkpoint else "; no checkpoint of this attempt"
-        summary.update(
-            status="interrupted",
-            steps=recorder.completed_steps,
-            error=f"interrupted ({error.name}) after {recorder.completed_steps} of {config.steps} steps"
-            f"{saved}; re-running the same configuration into this folder resumes it",
-        )
+        if error.step is None:  # a second signal, which stops at once
+            error.step = recorder.completed_steps
+        summary.update(status="interrupted", steps=error.step, error=stopped(error, config.steps))
         pending = error
-    except KeyboardInterrupt as error:  # SIGINT where no handler of ours was installed (not the main thread)
-        summary.update(
-            status="interrupted",
-            steps=recorder.completed_steps,
-            error=f"interrupted (SIGINT / Ctrl-C) after {recorder.completed_steps} of {config.steps} steps",
-        )
+    except KeyboardInterrupt as error:  # Ctrl-C, handed to Python's handler after a checkpoint (or not ours)
+        stop = signals.stopped or Interrupted(signal.SIGINT, recorder.completed_steps)
+        summary.update(status="interrupted", steps=stop.step, error=stopped(stop, config.steps))
         pending = error
     except Exception as error:  # noqa: BLE001 - a sweep must go on past a failing run
-        summary.update(
-            status="failed", steps=recorder.completed_steps, error=f"{type(error).__name__}: {error}"
-        )
-        (directory / "error.log").write_text(traceback.format_exc())
+        stop = signals.stopped
+        if stop is not None and stop.raised is error:  # the handler before ours raised it (submitit's, when
+            # it does not requeue the job): the run stays interrupted, and the error goes on to the caller
+            summary.update(status="interrupted", steps=stop.step, error=stopped(stop, config.steps))
+            pending = error
+        else:
+            summary.update(
+                status="failed", steps=recorder.completed_steps, error=f"{type(error).__name__}: {error}"
+            )
+            (directory / "error.log").write_text(traceback.format_exc())
     summary["wall_time_s"] = time.perf_counter() - started
     try:
         if recorder.rows:
@@ -373,6 +382,15 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
     if pending is not None:
         raise pending
     return summary
+
+
+def stopped(stop: Interrupted, steps: int) -> str:
+    """The ``error`` of a run that a signal stopped: which, when, and where its checkpoint is."""
+    saved = f"; checkpoint {stop.checkpoint}" if stop.checkpoint else "; no checkpoint of this attempt"
+    return (
+        f"interrupted ({stop.name}) after {stop.step} of {steps} steps{saved}; re-running the same "
+        f"configuration into this folder resumes it"
+    )
 
 
 def describe(summary: dict[str, Any], directory: Path) -> str:
