@@ -448,7 +448,11 @@ class Checkpoints:
                 remove_pair(path)
 
     def remove_leftovers(self) -> None:
-        """Remove temporary files and checkpoint files without their other half (a write cut short)."""
+        """Remove temporary files (of the run's atomic writes too) and checkpoint files without their other
+        half: writes that a kill cut short."""
+        for name in ("summary.json", "metrics.csv"):
+            for path in self.run.glob(f".{name}.*.tmp"):
+                path.unlink(missing_ok=True)
         if not self.folder.is_dir():
             return
         for path in self.folder.iterdir():
