@@ -20,11 +20,9 @@ from pathlib import Path
 import pytest
 
 from bench.runner import run
-from tests.helpers import ROOT, make_config, run_cli
+from tests.helpers import ROOT, make_config
 
 pytestmark = pytest.mark.slurm
-
-JOB_ID = re.compile(r"^\d+(_\d+)?$")  # submitit's folder per job: <job> or <array job>_<task>
 
 
 def unavailable() -> str | None:
@@ -65,26 +63,6 @@ def summaries(folder: Path) -> dict[str, dict]:
     return {path.parent.name: json.loads(path.read_text()) for path in folder.rglob("summary.json")}
 
 
-def test_a_submitit_slurm_sweep_runs_every_job_with_the_cpus_it_was_given(slurm, tmp_path):
-    result = run_cli(
-        "bench",
-        "-m",
-        "task=toy",
-        "estimator=rloo,score_function",
-        "samples=2",
-        "steps=50",
-        "probe.draws=4",
-        *submitit(cpus=1),
-        f"hydra.sweep.dir={tmp_path}",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    found = summaries(tmp_path)
-    assert len(found) == 2 and {s["status"] for s in found.values()} == {"ok"}, found
-    assert {s["threads"] for s in found.values()} == {1}  # hydra.launcher.cpus_per_task=1
-    tasks = [path for path in (tmp_path / ".submitit").iterdir() if re.match(r"^\d+_\d+$", path.name)]
-    assert len(tasks) == 2  # two SLURM jobs (an array's tasks), not runs in this process
-
-
 def job_state(job: str) -> tuple[str, str]:
     """(state, reason) of a SLURM job, e.g. ("PENDING", "BeginTime"); ("", "") once it has left the queue."""
     listed = subprocess.run(
@@ -105,15 +83,18 @@ def wait(condition, what: str, timeout: float, process: subprocess.Popen, log: P
         time.sleep(0.1)
 
 
-def test_a_job_stopped_by_its_time_limit_is_requeued_and_resumes_from_its_checkpoint(
+def test_a_slurm_sweep_runs_every_job_with_its_cpus_and_a_job_stopped_by_its_time_limit_resumes(
     slurm, tmp_path, one_thread
 ):
-    # With timeout_min=10 submitit counts any USR2 as the time limit's warning (it guarantees the job
-    # timeout_min - 10 minutes), and max_num_timeout=1 lets it requeue the job once for it.
+    # Two jobs (an array) of one CPU each. One of them is stopped as a time limit stops it: SIGUSR2 ahead of
+    # the limit (submitit asks for --signal=USR2@...). With timeout_min=10 submitit takes any USR2 for the
+    # time limit's warning (it guarantees a job timeout_min - 10 minutes) and, with max_num_timeout=1,
+    # requeues the job once (scontrol requeue). The requeued job resumes from its checkpoint.
     settings = (
         "task=toy",
         "estimator=rloo",
         "samples=4",
+        "seed=0,1",
         "steps=5000",
         "probe.every=500",
         "probe.draws=4",
@@ -139,19 +120,21 @@ def test_a_job_stopped_by_its_time_limit_is_requeued_and_resumes_from_its_checkp
             stderr=subprocess.STDOUT,
         )
     try:
-        # The uninterrupted run, in this process while the job starts (threads=1: the job's one CPU).
-        reference = run(make_config(*settings, "threads=1"), tmp_path / "reference")
+        # The uninterrupted run of seed 0, in this process while the jobs start (threads=1: one CPU).
+        reference_settings = tuple(item.replace("seed=0,1", "seed=0") for item in settings)
+        reference = run(make_config(*reference_settings, "threads=1"), tmp_path / "reference")
         assert reference["status"] == "ok"
 
-        first = wait(
-            lambda: next(sweep.glob("*/checkpoints/latest_*.json"), None), "a checkpoint", 180, process, log
-        )
-        folder = first.parent.parent
-        job = next(path.name for path in (sweep / ".submitit").iterdir() if JOB_ID.match(path.name))
+        def checkpointed():
+            return next(sweep.glob("*seed=0*/checkpoints/latest_*.json"), None)
+
+        folder = wait(checkpointed, "a checkpoint", 180, process, log).parent.parent
+        tasks = [path.name for path in (sweep / ".submitit").iterdir() if re.match(r"^\d+_\d+$", path.name)]
+        assert len(tasks) == 2  # two SLURM jobs, the tasks of an array
+        job = f"{tasks[0].split('_')[0]}_0"  # seed 0
         assert job_state(job)[0] == "RUNNING"
-        # What SLURM sends ahead of a time limit (submitit asks for --signal=USR2@...).
         subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=20)
-        # submitit's handler requeues the job (scontrol requeue); SLURM holds a requeued job back for a while.
+        # submitit's handler requeues the job; SLURM holds a requeued job back (BeginTime) for a while.
         wait(lambda: job_state(job)[0] == "PENDING", "the requeue", 120, process, log)
         interrupted = json.loads((folder / "summary.json").read_text())
         assert interrupted["status"] == "interrupted" and "SIGUSR2" in interrupted["error"], interrupted
@@ -164,9 +147,11 @@ def test_a_job_stopped_by_its_time_limit_is_requeued_and_resumes_from_its_checkp
     finally:
         if process.poll() is None:
             process.kill()
-    summary = json.loads((folder / "summary.json").read_text())
-    assert summary["status"] == "ok" and summary["steps"] == 5000, summary
-    assert summary["resumed_from"] == stopped and summary["resumes"] == 1 and summary["threads"] == 1
+    found = summaries(sweep)
+    assert len(found) == 2 and {s["status"] for s in found.values()} == {"ok"}, found
+    assert {s["threads"] for s in found.values()} == {1}  # hydra.launcher.cpus_per_task=1
+    summary = found[folder.name]
+    assert summary["steps"] == 5000 and summary["resumed_from"] == stopped and summary["resumes"] == 1
     assert (folder / "metrics.csv").read_bytes() == (tmp_path / "reference" / "metrics.csv").read_bytes()
     shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, check=False)
     assert "Restarts=1" in shown.stdout, shown.stdout  # one job, run twice
