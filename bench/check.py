@@ -5,7 +5,9 @@ holds no run). Problems: a ``summary.json`` that does not parse, lacks a field, 
 or a ``NaN`` (strict JSON has none), or has a status or reference kind the contract does not know; a
 ``metrics.csv`` whose header is not ``step,metric,value`` or whose rows do not parse; and a run folder (one
 with ``.hydra/``) without ``summary.json``: a run that was killed, or is still running (``--allow-incomplete``
-accepts those).
+accepts those). A study run (``kind: study``) that finished also needs ``study.csv`` and ``paired.csv`` with
+the contract's headers (``bench.contract.STUDY_FILES``), rows that parse, and one ``params_digest`` per
+checkpoint, the same in both files.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import math
 import sys
 from pathlib import Path
 
-from bench.contract import METRICS_HEADER, summary_problems
+from bench.contract import METRICS_HEADER, STUDY_FILES, summary_problems
 
 REPORT_DIRS = ("report",)
 
@@ -59,6 +61,73 @@ def metrics_problems(path: Path) -> list[str]:
     return []
 
 
+STUDY_NUMBERS = {"seed": int, "checkpoint": int, "step": int, "samples": float, "baseline_samples": float}
+STUDY_KEY = ("trajectory", "seed", "checkpoint")
+
+
+def study_problems(run: Path) -> list[str]:
+    """What is wrong with a finished study run's ``study.csv`` and ``paired.csv``; empty when nothing is."""
+    problems: list[str] = []
+    digests: dict[str, dict[tuple[str, ...], set[str]]] = {}
+    for name, header in STUDY_FILES.items():
+        path = run / name
+        if not path.is_file():
+            problems.append(f"{run}: a finished study without {name}")
+            continue
+        found: dict[tuple[str, ...], set[str]] = {}
+        try:
+            with path.open(newline="") as handle:
+                rows = csv.reader(handle)
+                columns = next(rows, [])
+                if tuple(columns) != header:
+                    problems.append(
+                        f"{path}: header is {','.join(columns) or '(empty)'}, not {','.join(header)}"
+                    )
+                    continue
+                for number, row in enumerate(rows, start=2):
+                    problem = study_row_problem(dict(zip(header, row, strict=False)), len(row), len(header))
+                    if problem:
+                        problems.append(f"{path}: line {number} {problem}")
+                        break
+                    record = dict(zip(header, row, strict=True))
+                    found.setdefault(tuple(record[key] for key in STUDY_KEY), set()).add(
+                        record["params_digest"]
+                    )
+        except OSError as error:
+            problems.append(f"{path}: cannot read it: {error}")
+            continue
+        digests[name] = found
+        for key, values in found.items():
+            if len(values) > 1:
+                problems.append(
+                    f"{path}: checkpoint {'/'.join(key)} has {len(values)} params_digest values; every "
+                    "estimator at one checkpoint is probed at the same parameters"
+                )
+    study, paired = (digests.get(name, {}) for name in STUDY_FILES)
+    for key, values in paired.items():
+        if key in study and values != study[key]:
+            problems.append(f"{run}: checkpoint {'/'.join(key)} has another params_digest in paired.csv")
+    return problems
+
+
+def study_row_problem(record: dict[str, str], length: int, expected: int) -> str | None:
+    if length != expected:
+        return f"has {length} fields, not {expected}"
+    for column, kind in STUDY_NUMBERS.items():
+        if column in record and not (column in ("samples", "baseline_samples") and record[column] == ""):
+            try:
+                kind(record[column])
+            except ValueError:
+                return f"has {column} {record[column]!r}, not a number"
+    try:
+        float(record["value"])
+    except ValueError:
+        return f"has value {record['value']!r}, not a number"
+    if not record.get("params_digest"):
+        return "has no params_digest"
+    return None
+
+
 def run_folders(root: Path) -> list[Path]:
     """Every folder below ``root`` (itself included) that holds a run: a ``summary.json`` or a ``.hydra/``."""
     found = {path.parent for path in root.rglob("summary.json")}
@@ -88,6 +157,8 @@ def check_run(run: Path, allow_incomplete: bool = False) -> list[str]:
         and summary.get("kind", "train") == "train"
     ):
         lines.append(f"{run}: status ok but no metrics.csv")
+    if isinstance(summary, dict) and summary.get("kind") == "study" and summary.get("status") == "ok":
+        lines += study_problems(run)
     return lines
 
 

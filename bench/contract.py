@@ -34,6 +34,48 @@ RUN_KINDS = ("train", "study")
 
 METRICS_HEADER = ("step", "metric", "value")
 
+STUDY_HEADER = (
+    "trajectory",
+    "seed",
+    "checkpoint",
+    "step",
+    "params_digest",
+    "estimator",
+    "samples",
+    "metric",
+    "value",
+)
+"""``study.csv`` of a study run (``kind: study``, ``bench.study``), long form: one row per (checkpoint,
+estimator, S, metric). ``checkpoint`` numbers the checkpoints from 0, ``step`` is the training step it was
+saved at, ``params_digest`` the sha256 of the task's parameters the estimator was probed at
+(``bench.checkpoint.params_digest``; one value per checkpoint, the same for every estimator). Metrics: the
+``PROBE_FIELDS``, ``grad_mse_se``, ``f_evals``, ``probe_vectorized``, ``common_random_numbers`` (1: the draws
+used the shared noise) and the state the estimator was fixed at (``tau``, ``warmup_calls``,
+``variance_steps``). Rows with an empty ``samples`` describe the checkpoint itself (the task's evaluation,
+``reference_norm`` = ‖g*‖, ``draws`` = M) under the trajectory's estimator."""
+
+PAIRED_HEADER = (
+    "trajectory",
+    "seed",
+    "checkpoint",
+    "step",
+    "params_digest",
+    "variant",
+    "estimator",
+    "samples",
+    "baseline",
+    "baseline_samples",
+    "metric",
+    "value",
+)
+"""``paired.csv`` of a study run: the paired comparison of ``estimator`` (at ``samples``) against ``baseline``
+(at ``baseline_samples``) at one checkpoint, every ordered pair within a ``variant`` (``fixed``: every
+estimator at ``study.samples``; ``equal_cost``: evaluations of f matched to RLOO's; ``equal_cost_<name>``:
+RLOO matched to an estimator that costs more). Metrics: ``bench.study.paired.PAIRED_METRICS``."""
+
+STUDY_FILES = {"study.csv": STUDY_HEADER, "paired.csv": PAIRED_HEADER}
+"""The files a study run writes beside ``summary.json``, and their headers."""
+
 PROBE_FIELDS = (
     "grad_variance",
     "grad_bias",
@@ -175,7 +217,21 @@ REFERENCE_SUMMARY_FIELDS: tuple[Field, ...] = (
 )
 """``REFERENCE_FIELDS``: present exactly when ``reference`` is ``monte_carlo`` (and the run probed)."""
 
-FIELDS = {field.name: field for field in (*SUMMARY_FIELDS, *OPTIONAL_FIELDS, *REFERENCE_SUMMARY_FIELDS)}
+STUDY_FIELDS: tuple[Field, ...] = (
+    _field("trajectory", str, "the trajectory's label: its estimator's name, or study.trajectory"),
+    _field("study_steps", str, "the checkpoints probed, comma-separated training steps"),
+    _field("study_estimators", str, "the estimators probed, comma-separated name@S"),
+    _field("study_left_out", str, "estimators that fit the latent kind but not the task, and why", True),
+    _field("study_draws", int, "M, gradient estimates per estimator and checkpoint"),
+    _field("study_samples", int, "S of the fixed-samples comparison"),
+    _field("study_time_s", NUMBER, "wall time of the probes at the checkpoints, seconds"),
+)
+"""Fields of a study run's summary (``kind: study``), present when it finished (status ok)."""
+
+FIELDS = {
+    field.name: field
+    for field in (*SUMMARY_FIELDS, *OPTIONAL_FIELDS, *REFERENCE_SUMMARY_FIELDS, *STUDY_FIELDS)
+}
 
 
 def empty_summary() -> dict[str, Any]:
@@ -241,6 +297,10 @@ def summary_problems(summary: Any) -> list[str]:
         missing = [name for name in REFERENCE_FIELDS if name not in present]
         if missing:
             problems.append(f"a Monte-Carlo reference without {', '.join(missing)}")
+    if kind == "study" and status == "ok":
+        missing = [field.name for field in STUDY_FIELDS if field.name not in summary]
+        if missing:
+            problems.append(f"a study (kind study) without {', '.join(missing)}")
     if reference == "none":
         invented = [
             name

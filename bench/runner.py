@@ -31,6 +31,7 @@ from bench.costs import deterministic_costs
 from bench.errors import ConfigError
 from bench.probe import probe
 from bench.results import provenance, write_metrics, write_summary
+from bench.study import run_study
 from bench.sweep import config_digest, variant_digest
 from bench.tasks.base import Task
 from estimators.base import Estimator, EstimatorError
@@ -269,7 +270,7 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
         optimizer=config.optimizer.name,
         seed=config.seed,
         status="ok",
-        kind="train",
+        kind="study" if config.get("study") is not None else "train",
         steps=0,
         wall_time_s=0.0,
         reference=getattr(get_object(config.task._target_), "reference", "none")
@@ -329,6 +330,8 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
             **measured["costs"],
         )
         summary.update(final_loss=measured["final"].get("objective"), **measured["probe"])
+        if summary["kind"] == "study":  # every estimator probed at the checkpoints (bench.study)
+            summary.update(run_study(config, task, directory, summary["config_digest"], signals))
     except ConfigError as error:
         summary.update(status=error.status, error=str(error))
         pending = error
