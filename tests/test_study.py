@@ -254,3 +254,19 @@ def test_the_paired_statistics_of_identical_draws_are_an_exact_tie():
     assert values["mse_difference"] == 0 and values["mse_difference_se"] == 0
     assert values["variance_ratio"] == values["variance_ratio_low"] == values["variance_ratio_high"] == 1
     assert values["squared_error_correlation"] == pytest.approx(1)
+
+
+def test_the_report_draws_the_study_and_a_report_rebuilt_from_its_tables_is_the_same(toy_study, tmp_path):
+    from bench.report.write import write_from_tables, write_report
+
+    directory, _, _ = toy_study
+    report = write_report(directory, tmp_path / "report")
+    text = (report / "report.md").read_text()
+    assert "## Same-point gradient studies" in text and "exact (study trajectory)" in text
+    assert "Only 1 seed(s)" in text  # fewer than 5 seeds: said, instead of an interval
+    for figure in ("study_toy_exact_progress.png", "study_toy_exact_paired.png"):
+        assert (report / figure).is_file() and f"({figure})" in text
+    rebuilt = write_from_tables(report, tmp_path / "rebuilt")
+    section = text[text.index("## Same-point gradient studies") :]
+    again = (rebuilt / "report.md").read_text()
+    assert again[again.index("## Same-point gradient studies") :] == section

@@ -25,6 +25,7 @@ from bench.report.read import (
     read_tables,
     write_tables,
 )
+from bench.report.study import STUDY_TABLES, collect_study_tables, mark_study_runs, study_section
 
 CURVE_RUN_COLUMNS = ("run", "label", "task", "status", "seed", "step_time_ms")
 COMPARISONS_TABLE = "comparisons.csv"
@@ -61,11 +62,11 @@ def curves_of(summaries: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
 
 def render(runs: Runs, directory: Path, options: ReportOptions | None = None) -> None:
     """Write report.md, comparisons.csv and every figure into ``directory`` from the tidy tables ``runs``."""
-    summaries = numeric(runs.summaries)
+    summaries = mark_study_runs(numeric(runs.summaries))  # a study's trajectories, labelled as such
     palette = palette_for(summaries["label"].astype(str).unique().tolist())
     curves = curves_of(summaries, runs.metrics)
     text, rankings = report_text(summaries, curves, palette, directory, options, runs.skipped_files)
-    (directory / "report.md").write_text(text)
+    (directory / "report.md").write_text(text + study_section(directory))  # same-point gradient studies
     write_comparisons(rankings, directory / COMPARISONS_TABLE)
 
 
@@ -81,6 +82,7 @@ def write_report(root: Path, out: Path | None = None, options: ReportOptions | N
     directory = Path(out) if out is not None else root / REPORT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     write_tables(runs, directory)
+    collect_study_tables(root, directory)  # study.csv and paired.csv of every study run (bench.report.study)
     tables = read_tables(directory)
     tables.skipped_files = runs.skipped_files
     render(tables, directory, options)
@@ -94,7 +96,7 @@ def write_from_tables(tables: Path, out: Path | None = None, options: ReportOpti
     runs = read_tables(tables)
     directory = Path(out) if out is not None else tables
     directory.mkdir(parents=True, exist_ok=True)
-    for name in (SUMMARY_TABLE, CURVES_TABLE):
+    for name in (SUMMARY_TABLE, CURVES_TABLE, *(name for name in STUDY_TABLES if (tables / name).exists())):
         if not (directory / name).exists() or not (directory / name).samefile(tables / name):
             shutil.copyfile(tables / name, directory / name)
     render(runs, directory, options)
