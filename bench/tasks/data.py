@@ -49,6 +49,7 @@ on the run's device, and so do the indices and the binary draws made from it.
 
 from __future__ import annotations
 
+import functools
 import gzip
 from collections.abc import Sequence
 from pathlib import Path
@@ -105,7 +106,13 @@ class Images(NamedTuple):
 
 def digits_grey(size: int = 8) -> Images:
     """scikit-learn's digits as grey levels (intensity / 16), 8×8 or upscaled to 28×28 (``size=28``), split
-    60/20/20 by one fixed permutation (seed 0): its first 20% test, the next 20% validate, the rest train."""
+    60/20/20 by one fixed permutation (seed 0): its first 20% test, the next 20% validate, the rest train.
+    Made once per process; each call gets its own copy."""
+    return Images(*(images.clone() for images in cached_digits_grey(size)))
+
+
+@functools.cache
+def cached_digits_grey(size: int) -> Images:
     from sklearn.datasets import load_digits
 
     grey = torch.from_numpy(load_digits().data / 16).float()

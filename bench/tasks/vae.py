@@ -19,14 +19,24 @@ estimator (``monte_carlo``: local expectation gradients or RLOO, ``bench.probe.r
 ``monte_carlo`` forces the latter on a small task (to validate it against the exact one), ``none`` turns
 the bias fields off.
 
-
 With ``latent="bernoulli"`` every latent variable is a bit: the encoder gives one logit ℓ per variable,
 passed on as the two-class logits (0, ℓ), and the decoder reads the bit z_l[1]. Defaults: L = 4, C = 8 for
 ``categorical`` and L = 12 bits for ``bernoulli``, both 4096 codes.
 
-Data (``bench.tasks.data``): ``digits``, scikit-learn's bundled 8×8 digits, or ``mnist`` from local files,
-binarized. Training batches come in epochs of permutations drawn from the run's seeded data generator; the
-probe batch is the first ``probe_size`` training images, the same in every run.
+Networks: ``hidden`` is one width or a list of widths; the encoder is pixels → widths → L·C (L for
+``bernoulli``), the decoder L·C → widths reversed → pixels, each hidden layer followed by ``activation``
+(``relu``, ``leaky_relu`` with ``negative_slope``, ``tanh``); ``hidden=[]`` is one linear map each way.
+The prior p(z) is uniform (``prior="uniform"``) or a factorized categorical with learned logits
+(``prior="learned"``, as in REBAR and DisARM: p(z) = Π_l softmax(λ_l)[z_l], λ starting at 0), whose KL
+term Σ_l Σ_c q_lc (log q_lc − log p_lc) stays analytic.
+
+Data (``bench.tasks.data``): ``digits`` (scikit-learn's bundled 8×8 digits), ``digits28`` (the same,
+upscaled to 28×28: an offline stand-in, not MNIST), or ``mnist``, ``fashion_mnist``, ``omniglot`` from local
+files, made binary by ``binarization``: ``threshold``, ``static`` (one fixed Bernoulli draw), ``dynamic``
+(each training batch drawn Bernoulli(grey) from the run's data generator; validation, test and the training
+images probed or evaluated binarized once) or ``none`` (grey targets). Training batches come in epochs of
+permutations drawn from the run's seeded data generator; the probe batch is the first ``probe_size``
+training images, the same in every run.
 
 ``evaluate()`` returns ``objective`` = test −ELBO and ``validation_objective`` = validation −ELBO (what
 time-to-target and tuning read, so that the test set chooses nothing), computed exactly by enumerating the
@@ -38,6 +48,7 @@ the importance-weighted bound of Burda et al. 2016 on −log p(x) from the same 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -45,12 +56,22 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bench.tasks.base import DEFAULT_REFERENCE_DRAWS, Task, choose_reference
-from bench.tasks.checks import check_arguments, one_of, refuse, whole
-from bench.tasks.data import EpochSampler, load_images, mlp
+from bench.tasks.checks import Rule, check_arguments, number, one_of, refuse, whole
+from bench.tasks.data import (
+    ACTIVATIONS,
+    BINARIZATIONS,
+    EpochSampler,
+    binarize_batch,
+    fixed_binarization,
+    load_images,
+    mlp,
+    widths,
+)
 from estimators.exact import Exact, all_outcomes
 
 EXACT_LIMIT = 4096  # the largest C^L for which the exact gradient is the probes' reference
 LATENTS = ("categorical", "bernoulli")
+PRIORS = ("uniform", "learned")
 TRAIN_EVAL_POINTS = 1000  # train −ELBO is measured on the first this many training images
 EVAL_SEED = 12345  # Monte Carlo evaluation (C^L > 4096) draws from its own fixed generator
 CHUNK = 512  # data points per chunk in evaluate()
@@ -67,15 +88,41 @@ class VAE(Task):
         latent: str = "categorical",
         variables: int | None = None,
         classes: int | None = None,
-        hidden: int = 128,
+        hidden: int | list[int] = 128,
         batch_size: int = 64,
         probe_size: int = 32,
         eval_samples: int = 64,
         reference: str = "auto",
         reference_draws: int = DEFAULT_REFERENCE_DRAWS,
+        binarization: str = "threshold",
+        activation: str = "relu",
+        negative_slope: float = 0.01,
+        prior: str = "uniform",
     ) -> None:
         super().__init__()
-        check_arguments({"latent": latent}, {"latent": one_of(LATENTS)})
+        check_arguments(
+            dict(
+                latent=latent,
+                hidden=hidden,
+                binarization=binarization,
+                activation=activation,
+                negative_slope=negative_slope,
+                prior=prior,
+            ),
+            {
+                "latent": one_of(LATENTS),
+                "hidden": HIDDEN,
+                "binarization": one_of(BINARIZATIONS).explained(
+                    "threshold: pixel > 1/2; static: one fixed Bernoulli draw; dynamic: a fresh draw for "
+                    "every training batch; none: the grey levels are the targets."
+                ),
+                "activation": one_of(ACTIVATIONS),
+                "negative_slope": number(least=0),
+                "prior": one_of(PRIORS).explained(
+                    "uniform: p(z) uniform over the codes; learned: factorized, with trained logits."
+                ),
+            },
+        )
         self.bernoulli = latent == "bernoulli"
         if self.bernoulli and classes not in (None, 2):
             refuse("classes", classes, "2 (or null) with task.latent=bernoulli: a bit has 2 classes")
@@ -84,7 +131,6 @@ class VAE(Task):
         arguments = dict(
             variables=variables,
             classes=classes,
-            hidden=hidden,
             batch_size=batch_size,
             probe_size=probe_size,
             eval_samples=eval_samples,
@@ -95,14 +141,13 @@ class VAE(Task):
             {
                 "variables": whole(least=1),
                 "classes": whole(least=2),
-                "hidden": whole(least=1),
                 "batch_size": whole(least=1),
                 "probe_size": whole(least=1),
                 "eval_samples": whole(least=1),
                 "reference_draws": whole(least=2),
             },
         )
-        train, validation, test = load_images(data, path)
+        train, validation, test = load_images(data, path, binarization)
         for key in ("batch_size", "probe_size"):
             if arguments[key] > len(train):
                 refuse(key, arguments[key], f"at most the {len(train)} training images of task.data={data}")
@@ -116,23 +161,35 @@ class VAE(Task):
         self.enumerable = self.codes <= EXACT_LIMIT
         self.reference = choose_reference(reference, self.codes, EXACT_LIMIT)
         self.reference_draws = int(reference_draws)
+        self.data_name, self.binarization = str(data), binarization
+        self.dynamic = binarization == "dynamic"
         self.register_buffer("train_images", train, persistent=False)
         self.register_buffer("validation_images", validation, persistent=False)
         self.register_buffer("test_images", test, persistent=False)
+        # The training images a probe or an evaluation reads: fixed, also under dynamic binarization.
+        seen = max(self.probe_size, TRAIN_EVAL_POINTS)
+        fixed = fixed_binarization(train[:seen], "train") if self.dynamic else train[:seen]
+        self.register_buffer("fixed_train_images", fixed, persistent=False)
         pixels = train.shape[1]
         per_variable = 1 if self.bernoulli else self.classes
-        self.encoder = mlp(pixels, hidden, self.variables * per_variable)
-        self.decoder = mlp(self.variables * per_variable, hidden, pixels)
+        layers = widths(hidden)
+        self.encoder = mlp(pixels, layers, self.variables * per_variable, activation, negative_slope)
+        self.decoder = mlp(self.variables * per_variable, layers[::-1], pixels, activation, negative_slope)
+        # Learned prior logits λ: (L, C), or (L,) for bits (two-class logits (0, λ_l)); None: uniform.
+        shape = (self.variables,) if self.bernoulli else (self.variables, self.classes)
+        self.prior_logits = torch.nn.Parameter(torch.zeros(shape)) if prior == "learned" else None
         self.sampler = EpochSampler(len(train), self.batch_size)
 
     # --- data -------------------------------------------------------------------------------------------
 
     def train_batch(self, step: int, generator: torch.Generator | None = None) -> Tensor:
-        """The next ``batch_size`` training images, in epochs of permutations drawn from ``generator``."""
-        return self.train_images[self.sampler.next_indices(generator)]
+        """The next ``batch_size`` training images, in epochs of permutations drawn from ``generator``; with
+        dynamic binarization their pixels are drawn from it too."""
+        batch = self.train_images[self.sampler.next_indices(generator)]
+        return binarize_batch(batch, generator) if self.dynamic else batch
 
     def probe_batch(self) -> Tensor:
-        return self.train_images[: self.probe_size]
+        return self.fixed_train_images[: self.probe_size]
 
     # --- the objective ----------------------------------------------------------------------------------
 
@@ -162,8 +219,32 @@ class VAE(Task):
         return negative_log_likelihood
 
     def deterministic(self, params: Tensor, batch: Any = None) -> Tensor:
-        """KL(q(z|x) ‖ uniform), analytic, averaged over the batch."""
-        return kl_to_uniform(params).mean()
+        """KL(q(z|x) ‖ p(z)), analytic, averaged over the batch."""
+        return self.kl(params).mean()
+
+    def log_prior(self) -> Tensor | None:
+        """log p(z_l = c), shape (L, C), for a learned prior; None for the uniform one."""
+        if self.prior_logits is None:
+            return None
+        logits = self.prior_logits
+        if self.bernoulli:
+            logits = torch.stack([torch.zeros_like(logits), logits], dim=-1)
+        return logits.log_softmax(-1)
+
+    def kl(self, logits: Tensor) -> Tensor:
+        """KL(q ‖ p) summed over the variables, per data point: shape (B,)."""
+        log_prior = self.log_prior()
+        if log_prior is None:
+            return kl_to_uniform(logits)
+        log_q = logits.log_softmax(-1)
+        return (log_q.exp() * (log_q - log_prior)).sum((-1, -2))
+
+    def code_log_prior(self, codes: Tensor) -> Tensor | float:
+        """log p(z) of one-hot codes (..., L, C): a tensor (...) for a learned prior, a number if uniform."""
+        log_prior = self.log_prior()
+        if log_prior is None:
+            return -self.variables * math.log(self.classes)
+        return (codes * log_prior).sum((-1, -2))
 
     # --- measurement ------------------------------------------------------------------------------------
 
@@ -180,7 +261,8 @@ class VAE(Task):
     def all_codes(self) -> Tensor:
         """Every code as one-hot vectors, shape (C^L, L, C)."""
         index = all_outcomes(self.classes, self.variables, self.train_images.device)
-        return torch.zeros(len(index), self.variables, self.classes).scatter(-1, index.unsqueeze(-1), 1.0)
+        codes = torch.zeros(len(index), self.variables, self.classes, device=index.device)
+        return codes.scatter(-1, index.unsqueeze(-1), 1.0)
 
     def enumerated_terms(self, images: Tensor) -> dict[str, Tensor]:
         """Per image, by enumerating every code: E_q[−log p(x|z)], KL, −ELBO and −log p(x)."""
@@ -190,27 +272,31 @@ class VAE(Task):
         encoder_logits = self.distribution(images).log_softmax(-1)  # (N, L, C)
         log_q = encoder_logits.flatten(-2) @ codes.flatten(-2).T  # (N, K): Σ_l log q(z_l | x), one-hot z
         reconstruction = -(log_q.exp() * log_likelihood).sum(-1)
-        kl = kl_to_uniform(encoder_logits)
-        log_marginal = torch.logsumexp(log_likelihood, -1) - self.variables * math.log(self.classes)
+        kl = self.kl(encoder_logits)
+        if self.prior_logits is None:
+            log_marginal = torch.logsumexp(log_likelihood, -1) - self.variables * math.log(self.classes)
+        else:
+            log_marginal = torch.logsumexp(log_likelihood + self.code_log_prior(codes), -1)
         return {"reconstruction": reconstruction, "kl": kl, "elbo": reconstruction + kl, "nll": -log_marginal}
 
     def sampled_terms(self, images: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
         """Per image, from ``eval_samples`` draws z ~ q: estimated E_q[−log p(x|z)], exact KL, IWAE bound."""
         encoder_logits = self.distribution(images).log_softmax(-1)
-        uniform = torch.rand((self.eval_samples, *encoder_logits.shape), generator=generator)
+        uniform = torch.rand(
+            (self.eval_samples, *encoder_logits.shape), generator=generator, device=generator.device
+        )
         index = (encoder_logits - torch.log(-torch.log(uniform.clamp_min(1e-20)))).argmax(-1)
         z = torch.zeros_like(uniform).scatter(-1, index.unsqueeze(-1), 1.0)  # (K, N, L, C)
         log_likelihood = -self.objective(images)(z)  # (K, N)
         log_q = (z * encoder_logits).sum((-1, -2))
-        log_prior = -self.variables * math.log(self.classes)
-        log_weights = log_likelihood + log_prior - log_q
+        log_weights = log_likelihood + self.code_log_prior(z) - log_q
         bound = torch.logsumexp(log_weights, 0) - math.log(self.eval_samples)
         reconstruction = -log_likelihood.mean(0)
-        kl = kl_to_uniform(encoder_logits)
+        kl = self.kl(encoder_logits)
         return {"reconstruction": reconstruction, "kl": kl, "elbo": reconstruction + kl, "nll": -bound}
 
     def measure(self, images: Tensor) -> dict[str, float]:
-        generator = torch.Generator().manual_seed(EVAL_SEED)
+        generator = torch.Generator(device=images.device).manual_seed(EVAL_SEED)
         parts: list[dict[str, Tensor]] = []
         for chunk in images.split(CHUNK):
             parts.append(
@@ -222,7 +308,7 @@ class VAE(Task):
     def evaluate(self) -> dict[str, float]:
         test = self.measure(self.test_images)
         validation = self.measure(self.validation_images)
-        train = self.measure(self.train_images[:TRAIN_EVAL_POINTS])
+        train = self.measure(self.fixed_train_images[:TRAIN_EVAL_POINTS])
         return {
             "objective": test["elbo"],
             "validation_objective": validation["elbo"],
@@ -231,6 +317,23 @@ class VAE(Task):
             "test_nll" if self.enumerable else "test_nll_iwae": test["nll"],
             "train_negative_elbo": train["elbo"],
         }
+
+
+def hidden_widths(value: Any) -> bool:
+    """An integer >= 1, or a sequence (a list; Hydra's ListConfig) of them."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value >= 1
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and all(isinstance(width, int) and not isinstance(width, bool) and width >= 1 for width in value)
+    )
+
+
+HIDDEN = Rule(
+    "an integer >= 1 or a list of them (one width per hidden layer; [] for one linear map each way)",
+    hidden_widths,
+)
 
 
 def kl_to_uniform(logits: Tensor) -> Tensor:
