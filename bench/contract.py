@@ -173,6 +173,15 @@ SUMMARY_FIELDS: tuple[Field, ...] = (
     _field("samples", int, "S, samples per gradient estimate", True),
     _field("probe_draws", int, "M, gradient estimates per probe"),
     _field("threads", int, "torch threads the run used"),
+    _field("device", str, "where the run computed: cpu or cuda:N (as requested, if the run was refused)"),
+    _field("device_name", str, "the GPU's name or the CPU's model", True),
+    _field(
+        "peak_memory_mb",
+        NUMBER,
+        "peak memory of this run alone, MiB: on a GPU torch.cuda.max_memory_allocated after a reset at the "
+        "run's start; on the CPU the process's peak resident set (VmHWM) after a reset (bench/costs.py)",
+        True,
+    ),
     _field("config_digest", str, "fingerprint of what the run computes (resuming skips only a match)"),
     _field("variant_digest", str, "fingerprint of the configuration without the seed"),
     _field("python_version", str, "versions and provenance"),
@@ -188,6 +197,7 @@ SUMMARY_FIELDS: tuple[Field, ...] = (
 OPTIONAL_FIELDS: tuple[Field, ...] = (
     _field("diverged_step", int, "the step that diverged (status diverged)"),
     _field("best_known_objective", NUMBER, "the task's best possible objective, where it is known"),
+    _field("data", str, "the data set the task trained on (e.g. digits28, mnist), for tasks with one"),
     _field(
         "resumed_from",
         int,

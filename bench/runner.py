@@ -24,10 +24,10 @@ from hydra.utils import get_object
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from bench.build import check_settings, setup
+from bench.build import check_settings, run_device, setup
 from bench.checkpoint import Checkpoints, Interrupted, StopSignals, capture, restore
 from bench.contract import REFERENCE_FIELDS, empty_summary, steady_median
-from bench.costs import deterministic_costs
+from bench.costs import PeakMemory, cuda_indices, deterministic_costs, device_name, synchronizer
 from bench.errors import ConfigError
 from bench.probe import probe
 from bench.results import provenance, write_metrics, write_summary
@@ -66,8 +66,13 @@ def finite_gradients(parameters: list[torch.Tensor]) -> bool:
     # Fast path (python -m bench.perf: ~20 µs per VAE step, against ~30 µs for fused norms and ~140 µs entry
     # by entry): one sum per tensor, added up as Python floats. A non-finite entry makes its tensor's sum
     # non-finite (inf − inf is nan), and so the total. A sum can also overflow for huge finite entries, so a
-    # non-finite total is confirmed entry by entry.
-    if cmath.isfinite(sum([gradient.sum().item() for gradient in gradients])):  # cmath: complex ones too
+    # non-finite total is confirmed entry by entry. On a GPU the sums are added there and read once: one
+    # synchronization instead of one per tensor.
+    if gradients and gradients[0].device.type != "cpu":
+        total = sum(gradient.sum() for gradient in gradients).item()
+    else:
+        total = sum([gradient.sum().item() for gradient in gradients])
+    if cmath.isfinite(total):  # cmath: complex ones too
         return True
     return all(bool(torch.isfinite(gradient).all()) for gradient in gradients)
 
@@ -124,7 +129,9 @@ def train(
     # Read once: an OmegaConf attribute costs ~17 µs, ~1% of a VAE step when read every step (bench.perf).
     samples, log_every = config.samples, config.log_every
     vectorize, wrt = config.probe.get("vectorize", "auto"), config.probe.get("wrt", "parameters")
-    data = torch.Generator().manual_seed(config.seed)  # the run's data generator
+    device = run_device(config)
+    data = torch.Generator(device=device).manual_seed(config.seed)  # the run's data generator, on its device
+    synchronize, forked = synchronizer(device), cuda_indices(task)
     next_batch = batch_source(task, data)
 
     def evaluate() -> dict[str, float]:
@@ -140,7 +147,7 @@ def train(
             recorder.add(step, evaluation)
             raise Diverged(f"the objective became non-finite ({objective}) at step {step}", step)
         # Probes draw from their own seeded stream, so probing more or less often does not change training.
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=forked):  # the CPU's generator and the run's GPU's
             torch.manual_seed(config.seed * 1_000_003 + step)
             last_probe = probe(task, estimator, samples, config.probe.draws, vectorize, wrt)
         # Wall times go to summary.json only: metrics.csv holds what the seed determines, so that it is
@@ -197,10 +204,12 @@ def train(
         if scheduled:
             recorder.add(step, scheduled)
         batch = next_batch(step)
+        synchronize()  # on a GPU, the clock is read when the queued work is done (no-op on the CPU)
         estimate_started = clock()
         loss = task.loss(estimator, samples, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        synchronize()
         estimate_times.append(clock() - estimate_started)
         value = loss.item()
         if not (math.isfinite(value) and finite_gradients(parameters)):
@@ -218,6 +227,7 @@ def train(
                 f"at its first step it said: {error}. Check the task's settings (e.g. whether its gradients "
                 f"are sparse: task.sparse) against the optimizer."
             ) from None
+        synchronize()
         finished = clock()
         step_times.append(finished - started)
         optimizer_times.append(finished - optimizer_started)
@@ -283,6 +293,8 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
         **provenance(),
     )
     summary.update(threads=torch.get_num_threads(), resumed_from=None, resumes=0)
+    summary["device"] = str(config.get("device", "auto"))  # as requested, until it is resolved
+    memory: PeakMemory | None = None
     pending: BaseException | None = None
     signals = StopSignals().install()  # a stop signal ends the run at a step boundary, after a checkpoint
 
@@ -295,6 +307,9 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
     signals.on_stop = record_stop
     try:
         check_settings(config)  # before the seed and the threads are used (setup checks again, harmlessly)
+        device = run_device(config)
+        summary.update(device=str(device), device_name=device_name(device))
+        memory = PeakMemory(device).start()  # this run's peak alone, also when runs share a process
         torch.manual_seed(config.seed)
         if config.get("threads"):
             torch.set_num_threads(int(config.threads))
@@ -321,6 +336,8 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
         summary.update(reference=task.reference, samples=int(config.samples))
         if task.best_known_objective is not None:
             summary["best_known_objective"] = float(task.best_known_objective)
+        if isinstance(getattr(task, "data_name", None), str):  # the data set, by its own name (digits28)
+            summary["data"] = task.data_name
         measured = train(config, task, estimator, optimizer, recorder, checkpoints)
         summary.update(
             steps=measured["steps"],
@@ -366,6 +383,7 @@ def run(config: DictConfig, directory: Path) -> dict[str, Any]:
             )
             (directory / "error.log").write_text(traceback.format_exc())
     summary["wall_time_s"] = time.perf_counter() - started
+    summary["peak_memory_mb"] = memory.megabytes() if memory is not None else None
     try:
         if recorder.rows:
             recorder.flush()

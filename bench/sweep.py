@@ -2,7 +2,9 @@
 SLURM job.
 
 No scheduler of our own: Hydra's joblib launcher runs jobs on the local cores, its submitit launcher on a
-SLURM cluster (``submitit_local`` runs the same path on one machine).
+SLURM cluster (``submitit_local`` runs the same path on one machine). Under the joblib launcher the jobs
+spread over the visible GPUs (``parallel_job_number``, ``bench.build.resolve_device``); under submitit each
+job gets the GPUs SLURM gives it (``hydra.launcher.gpus_per_node``).
 """
 
 from __future__ import annotations
@@ -37,9 +39,32 @@ def without(node: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return node
 
 
+def device_kind(value: Any) -> str:
+    """``cpu`` or ``cuda``: the kind of device ``device=value`` runs on here (``auto`` asks torch); the value
+    itself where it names no device (the run refuses it)."""
+    text = "auto" if value is None else str(value).strip().lower()
+    if text == "auto":
+        import torch  # here only: the process that dispatches a joblib sweep never imports torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return text.split(":")[0] if text == "cpu" or text == "cuda" or text.startswith("cuda:") else text
+
+
+def by_device_kind(node: dict[str, Any]) -> dict[str, Any]:
+    """``node`` with its ``device`` replaced by the kind of device (a GPU's number does not change what a
+    run computes) and left out for the CPU, so that a CPU run keeps the digest it had before the key
+    existed, whether it says ``device=cpu`` or ``auto``."""
+    if "device" in node:
+        kind = device_kind(node.pop("device"))
+        if kind != "cpu":
+            node["device"] = kind
+    return node
+
+
 def config_digest(config: DictConfig) -> str:
-    """A fingerprint of what a run computes: its resolved config without display and scheduling keys."""
-    node = without(OmegaConf.to_container(config, resolve=True), NOT_PART_OF_THE_RUN)
+    """A fingerprint of what a run computes: its resolved config without display and scheduling keys, the
+    device as its kind (``by_device_kind``)."""
+    node = by_device_kind(without(OmegaConf.to_container(config, resolve=True), NOT_PART_OF_THE_RUN))
     return hashlib.sha256(json.dumps(node, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -51,7 +76,7 @@ def variant_digest(config: DictConfig) -> str:
     whose overrides look alike (settings that came from an experiment file, a changed default).
     """
     node = OmegaConf.to_container(config, resolve=False)
-    node = without(node, NOT_PART_OF_THE_CONFIGURATION)
+    node = by_device_kind(without(node, NOT_PART_OF_THE_CONFIGURATION))
     return hashlib.sha256(json.dumps(node, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -69,6 +94,21 @@ def finished_summary(directory: Path, config: DictConfig) -> dict[str, Any] | No
     if not isinstance(summary, dict) or summary.get("status") != "ok":
         return None
     return summary if summary.get("config_digest") == config_digest(config) else None
+
+
+def parallel_job_number() -> int | None:
+    """The job's number in a sweep that Hydra's joblib launcher runs (several jobs at once on one machine),
+    else None: what spreads ``device=auto`` and ``device=cuda`` over the visible GPUs."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra = HydraConfig.get()
+    launcher = str(OmegaConf.select(hydra, "launcher._target_", default="") or "")
+    if hydra.mode != RunMode.MULTIRUN or "joblib" not in launcher.lower():
+        return None
+    return int(hydra.job.num)
 
 
 def available_cores() -> int:
@@ -91,6 +131,7 @@ def launcher_threads(launcher: DictConfig | None) -> int | None:
     if jobs < 0:
         jobs = max(1, cores + 1 + jobs)
     return max(1, cores // jobs)
+
 
 def allocation_threads(environment: dict[str, str] | None = None) -> int | None:
     """Torch threads inside a SLURM job (``SLURM_JOB_ID`` set): the CPUs allocated to its task,

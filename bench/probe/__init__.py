@@ -16,6 +16,7 @@ from typing import Any
 from torch import Tensor
 
 from bench.contract import PROBE_FIELDS
+from bench.costs import synchronizer
 from bench.errors import ConfigError
 from bench.probe.draws import (
     WRT_CHOICES,
@@ -189,6 +190,8 @@ def probe(
     if blocker is not None:
         report_fallback(task, estimator, blocker)
     vectorized = mode != "false" and blocker is None
+    synchronize = synchronizer(targets.tensors[0].device) if targets.tensors else lambda: None
+    synchronize()  # a GPU's queued work is not the draws'; the time below is theirs alone
     start = time.perf_counter()
     if vectorized:
         try:
@@ -205,6 +208,7 @@ def probe(
             start = time.perf_counter()
     if not vectorized:
         gradients = draw_gradients(task, estimator, samples, batch, draws, batches, targets)
+    synchronize()
     elapsed = time.perf_counter() - start
     # With a fresh batch per draw the deterministic terms differ between draws: not a constant to remove.
     deterministic = deterministic_gradient(task, batch, targets) if batches is None else None

@@ -123,7 +123,8 @@ def deterministic_gradient(task: Task, batch: Any, targets: Targets) -> Tensor |
         params = targets.distribution(batch)
         value = task.deterministic(params, batch)
         if not value.requires_grad:
-            return torch.zeros(sum(tensor.numel() for tensor in targets.tensors))
+            size = sum(tensor.numel() for tensor in targets.tensors)
+            return torch.zeros(size, device=targets.tensors[0].device)
         gradient = torch.autograd.grad(value, targets.tensors, allow_unused=True, materialize_grads=True)
     return flatten(gradient).detach()
 
@@ -252,7 +253,7 @@ def draw_gradients_vectorized(
             leaf_gradients, direct_gradients = batched(
                 [leaf.detach() for leaf in leaves],
                 direct_values,
-                torch.zeros(draws) if noise is None else noise,
+                torch.zeros(draws, device=targets[0].device) if noise is None else noise,
             )
         # Per probed parameter, the (M, *shape) terms of its gradient, summed straight into the output.
         parts: list[list[Tensor]] = [[] for _ in targets]
