@@ -174,3 +174,14 @@ def test_a_learned_prior_enters_the_kl_and_the_exact_likelihood(latent):
     loss = task.loss(Exact(), 1, images)
     (gradient,) = torch.autograd.grad(loss, [task.prior_logits])
     assert math.isfinite(float(gradient.norm())) and float(gradient.norm()) > 0
+
+
+def test_the_20x10_probe_benchmark_runs(monkeypatch, one_thread):
+    import bench.perf.measurements as measurements
+
+    monkeypatch.setattr(measurements, "PROBE_DRAWS", 4)  # python -m bench.perf draws 256
+    (result,) = measurements.measure_probe(
+        "categorical_vae_20x10", 1, name="probe_vae_20x10", whole_probe=False, goal=None
+    )
+    assert result.name == "probe_vae_20x10" and result.status == "ok" and result.ratio > 0
+    assert "categorical_vae_20x10" in result.what and "(32 images)" in result.what

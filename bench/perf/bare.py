@@ -29,6 +29,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from bench.build import setup
+from bench.costs import synchronizer
 from bench.runner import batch_source
 from bench.tasks.base import Task
 from bench.tasks.vae import VAE, kl_to_uniform
@@ -68,13 +69,16 @@ def bare_vae_steps(
     """Train ``task`` (a VAE) for ``steps`` steps with Gumbel-Softmax at temperature ``tau``, ``samples``
     relaxed samples per image, and Adam at learning rate ``lr`` (or ``optimizer_factory(parameters)``).
 
-    ``seed`` seeds the data order as the harness seeds it; the noise is drawn from torch's global generator,
-    so the caller seeds that (``seeded_setup``) for the harness's losses. The step time runs from drawing the
-    batch to the end of the optimizer step, as the harness's ``step_time_ms`` does.
+    ``seed`` seeds the data order as the harness seeds it (a generator on the task's device); the noise is
+    drawn from torch's global generator, so the caller seeds that (``seeded_setup``) for the harness's losses.
+    The step time runs from drawing the batch to the end of the optimizer step, as the harness's
+    ``step_time_ms`` does, and on a GPU to the end of the work it queued.
     """
     parameters = list(task.parameters())
     optimizer = optimizer_factory(parameters) if optimizer_factory else torch.optim.Adam(parameters, lr=lr)
-    next_batch = batch_source(task, torch.Generator().manual_seed(seed))
+    device = parameters[0].device
+    synchronize = synchronizer(device)
+    next_batch = batch_source(task, torch.Generator(device=device).manual_seed(seed))
     losses: list[float] = []
     step_times: list[float] = []
     optimizer_times: list[float] = []
@@ -84,7 +88,7 @@ def bare_vae_steps(
         started = clock()
         batch = next_batch(step)
         logits = task.distribution(batch)
-        uniform = torch.rand((samples, *logits.shape), dtype=logits.dtype)
+        uniform = torch.rand((samples, *logits.shape), dtype=logits.dtype, device=logits.device)
         uniform = uniform.clamp(torch.finfo(logits.dtype).tiny, 1.0 - 1e-7)
         relaxed = ((logits - torch.log(-torch.log(uniform))) / tau).softmax(-1)
         loss = task.objective(batch)(relaxed).mean() + kl_to_uniform(logits).mean()
@@ -93,6 +97,7 @@ def bare_vae_steps(
         losses.append(loss.item())
         optimizer_started = clock()
         optimizer.step()
+        synchronize()
         finished = clock()
         step_times.append(finished - started)
         optimizer_times.append(finished - optimizer_started)

@@ -1,7 +1,10 @@
-"""The command line: ``python -m bench.perf [--only NAMES] [--repeats N] [--threads N] [--quick]``.
+"""The command line: ``python -m bench.perf [--only NAMES] [--repeats N] [--threads N] [--device D]
+[--quick]``.
 
-Runs the chosen measurements in one process, prints the machine, the load average before and after, and a
-table of median ratios with their spread and goals, and writes every repeat, atomically, to
+Runs the chosen measurements in one process, the probes, the harness and Lookahead on one device
+(``--device``: ``cpu``, the default, ``cuda`` or ``cuda:N``; a device that is not there stops it with exit
+code 2; lazy Adam and the sweep stay on the CPU), prints the machine and the device, the load average before
+and after, and a table of median ratios with their spread and goals, and writes every repeat, atomically, to
 ``results/perf.json`` (or ``--output``). One measurement that fails is reported as an error row and does not
 stop the others; the exit code is then 1.
 """
@@ -18,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from bench.build import resolve_device
+from bench.errors import ConfigError
 from bench.perf.measurements import (
     measure_harness,
     measure_lazy_adam,
@@ -28,7 +33,7 @@ from bench.perf.measurements import (
 from bench.perf.timing import Result, load_average, machine
 from bench.results import ROOT, atomic_write_text, strict
 
-MEASUREMENTS = ("probe_toy", "probe_vae", "harness", "lazy_adam", "lookahead", "sweep")
+MEASUREMENTS = ("probe_toy", "probe_vae", "probe_vae_20x10", "harness", "lazy_adam", "lookahead", "sweep")
 
 
 def seconds(value: float | None) -> str:
@@ -98,6 +103,12 @@ def parser() -> argparse.ArgumentParser:
         help="JSON file (default: results/perf.json)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where to measure the probes, the harness and Lookahead: cpu (default), cuda or cuda:N (lazy "
+        "Adam and the sweep are measured on the CPU)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes and 2 repeats: checks that it runs")
     return parser
 
@@ -114,19 +125,28 @@ def main(arguments: list[str] | None = None) -> int:
         )
     if options.repeats < 1 or options.sweep_repeats < 1:
         command_line.error("--repeats and --sweep-repeats must be >= 1")
+    try:
+        device = resolve_device(options.device)
+    except ConfigError as error:
+        print(f"error: --device: {error}", file=sys.stderr)
+        return 2
+    on = str(device)
     if options.threads:
         torch.set_num_threads(options.threads)
     quick = options.quick
     repeats = 2 if quick else options.repeats
     sweep_repeats = 1 if quick else options.sweep_repeats
     plans: dict[str, Callable[[], list[Result]]] = {
-        "probe_toy": lambda: measure_probe("toy", repeats),
-        "probe_vae": lambda: measure_probe("vae", repeats),
-        "harness": lambda: measure_harness(repeats, steps=40 if quick else 200),
+        "probe_toy": lambda: measure_probe("toy", repeats, on),
+        "probe_vae": lambda: measure_probe("vae", repeats, on),
+        "probe_vae_20x10": lambda: measure_probe(
+            "categorical_vae_20x10", repeats, on, name="probe_vae_20x10", whole_probe=False, goal=None
+        ),
+        "harness": lambda: measure_harness(repeats, steps=40 if quick else 200, device=on),
         "lazy_adam": lambda: measure_lazy_adam(
             repeats, rows=20_000 if quick else 1_000_000, dim=64, touched_fraction=0.01, steps=3
         ),
-        "lookahead": lambda: measure_lookahead(repeats, steps=40 if quick else 200),
+        "lookahead": lambda: measure_lookahead(repeats, steps=40 if quick else 200, device=on),
         "sweep": lambda: measure_sweep(sweep_repeats, runs=8, steps=200 if quick else 5000),
     }
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -145,7 +165,7 @@ def main(arguments: list[str] | None = None) -> int:
         print(f"  {name}: {time.perf_counter() - measurement_started:.1f} s", file=sys.stderr, flush=True)
     duration = time.perf_counter() - started
     load_after = load_average()
-    about = machine()
+    about = machine(device)
     report = {
         "started": started_at,
         "duration_s": duration,
@@ -161,7 +181,7 @@ def main(arguments: list[str] | None = None) -> int:
     print(
         f"machine: {about['cpu']}, {about['cores_available']} cores available, {about['memory_gib']} GiB; "
         f"torch {about['torch_version']} with {about['torch_threads']} threads; "
-        f"Python {about['python_version']}"
+        f"Python {about['python_version']}; measured on {about['device']} ({about['device_name']})"
     )
     print(
         f"load average (1, 5, 15 min): {load_before} before, {load_after} after; {repeats} repeats "

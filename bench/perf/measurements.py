@@ -3,7 +3,9 @@
 - ``measure_probe``: the M = 256 gradient draws of a probe, vectorized with ``torch.func``
   (``bench.probe.draw_gradients_vectorized``) vs the per-draw loop (``draw_gradients``); goal ≥ 10× faster.
   The ``*_whole`` rows time the whole ``probe()``, which adds the reference gradient and the statistics (the
-  same work on both paths).
+  same work on both paths). ``probe_vae_20x10`` draws the same M = 256 on the standard 20 × 10 categorical
+  VAE of Jang et al. (2017), 784-512-256 MLPs (``task=categorical_vae_20x10``, on the ``digits28`` stand-in,
+  32 probe images), for information.
 - ``measure_harness``: a training step of the harness (``bench.runner.train``: the median ``step_time_ms``
   it records) vs the bare loop (``bench.perf.bare``), which computes the same losses from the same seed
   (VAE, ``gumbel``, Adam); goal ≤ 1.10×. ``harness_loop`` divides the wall time of the whole training loop
@@ -17,6 +19,11 @@
   step, averaged over whole k-cycles so that the slow-weight update counts; goal ≤ 1.10×.
 - ``measure_sweep``: an 8-run toy sweep (``python -m bench -m``) with Hydra's joblib launcher vs the default
   sequential launcher, wall time of the whole command; goal ≤ 0.65×.
+
+The probes, the harness and Lookahead run on ``device`` (``--device``: ``cpu``, the default, ``cuda``,
+``cuda:N``), and every time taken on a GPU waits for the GPU's work (``bench.costs.synchronizer``;
+``torch.utils.benchmark`` synchronizes by itself); ``measure_lazy_adam`` and ``measure_sweep`` take a device
+too, and the command line measures them on the CPU.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from omegaconf import DictConfig
 from torch.utils.benchmark import Timer
 
 from bench.contract import steady_median
+from bench.costs import synchronizer
 from bench.perf.bare import BareRun, OptimizerFactory, bare_vae_steps, seeded_setup
 from bench.perf.timing import Result, paired, timed
 from bench.results import ROOT
@@ -56,6 +64,10 @@ def compose(*overrides: str) -> DictConfig:
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=["progress=false", *overrides])
+
+
+def device_of(task: Task) -> torch.device:
+    return next(task.parameters()).device
 
 
 def build(*overrides: str) -> tuple[Task, Estimator, torch.optim.Optimizer, DictConfig]:
@@ -85,15 +97,25 @@ def bare_run(
 # --- the gradient probes --------------------------------------------------------------------------------
 
 
-def measure_probe(task_name: str, repeats: int) -> list[Result]:
-    """Vectorized vs per-draw probe on ``task_name`` with ``gumbel``: the draws alone, and the whole probe."""
+def measure_probe(
+    task_name: str,
+    repeats: int,
+    device: str = "cpu",
+    name: str | None = None,
+    whole_probe: bool = True,
+    goal: float | None = 10.0,
+) -> list[Result]:
+    """Vectorized vs per-draw probe on ``task_name`` with ``gumbel``: the draws alone (the row ``name``,
+    default ``probe_<task>``), and the whole probe (``whole_probe``)."""
     from bench.probe import draw_gradients, draw_gradients_vectorized, probe
 
-    task, estimator, _, config = build(f"task={task_name}", "estimator=gumbel")
+    task, estimator, _, config = build(f"task={task_name}", "estimator=gumbel", f"device={device}")
     batch, samples = task.probe_batch(), config.samples
+    name = name or f"probe_{task_name}"
+    synchronize = synchronizer(device_of(task))
     # Warm-up: the first vectorized draw in a process imports torch._dynamo (torch.func needs it).
     imported = "torch._dynamo" in sys.modules
-    first_call = timed(lambda: draw_gradients_vectorized(task, estimator, samples, batch, 2))
+    first_call = timed(lambda: draw_gradients_vectorized(task, estimator, samples, batch, 2), synchronize)
     draw_gradients(task, estimator, samples, batch, 2)
     note = (
         ""
@@ -103,18 +125,23 @@ def measure_probe(task_name: str, repeats: int) -> list[Result]:
     )
     draws = paired(
         Result(
-            f"probe_{task_name}",
-            f"{PROBE_DRAWS} gradient draws of a probe on {task_name}/gumbel",
+            name,
+            f"{PROBE_DRAWS} gradient draws of a probe on {task_name}/gumbel"
+            + (f" ({len(batch)} images)" if isinstance(batch, torch.Tensor) else ""),
             "per-draw loop",
             "vectorized",
             "speedup",
-            goal=10.0,
+            goal=goal,
             note=note,
         ),
         repeats,
-        lambda: timed(lambda: draw_gradients(task, estimator, samples, batch, PROBE_DRAWS)),
-        lambda: timed(lambda: draw_gradients_vectorized(task, estimator, samples, batch, PROBE_DRAWS)),
+        lambda: timed(lambda: draw_gradients(task, estimator, samples, batch, PROBE_DRAWS), synchronize),
+        lambda: timed(
+            lambda: draw_gradients_vectorized(task, estimator, samples, batch, PROBE_DRAWS), synchronize
+        ),
     )
+    if not whole_probe:
+        return [draws]
     whole = paired(
         Result(
             f"probe_{task_name}_whole",
@@ -124,8 +151,8 @@ def measure_probe(task_name: str, repeats: int) -> list[Result]:
             "speedup",
         ),
         repeats,
-        lambda: timed(lambda: probe(task, estimator, samples, PROBE_DRAWS, False)),
-        lambda: timed(lambda: probe(task, estimator, samples, PROBE_DRAWS, True)),
+        lambda: timed(lambda: probe(task, estimator, samples, PROBE_DRAWS, False), synchronize),
+        lambda: timed(lambda: probe(task, estimator, samples, PROBE_DRAWS, True), synchronize),
     )
     return [draws, whole]
 
@@ -168,9 +195,9 @@ def harness_run(overrides: tuple[str, ...], steps: int) -> tuple[float, float]:
     return measured["step_time_ms"] / 1000, total / steps
 
 
-def measure_harness(repeats: int, steps: int) -> list[Result]:
+def measure_harness(repeats: int, steps: int, device: str = "cpu") -> list[Result]:
     """The harness vs the bare loop on VAE/gumbel/Adam: median step, and whole loop per step."""
-    overrides = (*VAE_GUMBEL_ADAM, f"steps={steps}", "probe.every=0", "probe.draws=2")
+    overrides = (*VAE_GUMBEL_ADAM, f"steps={steps}", "probe.every=0", "probe.draws=2", f"device={device}")
     step = Result(
         "harness_step",
         f"median training step, VAE/gumbel/Adam ({steps} steps per repeat)",
@@ -208,23 +235,26 @@ def measure_harness(repeats: int, steps: int) -> list[Result]:
 # --- lazy Adam on a large, sparsely touched table --------------------------------------------------------
 
 
-def measure_lazy_adam(repeats: int, rows: int, dim: int, touched_fraction: float, steps: int) -> list[Result]:
+def measure_lazy_adam(
+    repeats: int, rows: int, dim: int, touched_fraction: float, steps: int, device: str = "cpu"
+) -> list[Result]:
     """One optimizer step on a ``rows`` × ``dim`` table with ``touched_fraction`` of its rows in the gradient,
-    timed with ``torch.utils.benchmark.Timer`` (mean over ``steps`` steps after its warm-up)."""
+    timed with ``torch.utils.benchmark.Timer`` (mean over ``steps`` steps after its warm-up) on ``device``
+    (the Timer synchronizes a GPU itself)."""
     from optim.lazy import LazyAdam
 
     touched = max(1, int(rows * touched_fraction))
     generator = torch.Generator().manual_seed(0)
-    index = torch.randperm(rows, generator=generator)[:touched].sort().values
-    values = torch.randn(touched, dim, generator=generator)
+    index = torch.randperm(rows, generator=generator)[:touched].sort().values.to(device)
+    values = torch.randn(touched, dim, generator=generator).to(device)
     # Sorted, unique row indices: the tensor is coalesced as built, as nn.Embedding's would be after
     # .coalesce(); checking the invariants would only cost time.
     sparse_gradient = torch.sparse_coo_tensor(
         index.unsqueeze(0), values, (rows, dim), is_coalesced=True, check_invariants=False
     )
     # The same gradient with the untouched rows zero, as an ordinary nn.Embedding gives.
-    dense_gradient = torch.zeros(rows, dim).index_copy_(0, index, values)
-    start = torch.randn(rows, dim, generator=generator)
+    dense_gradient = torch.zeros(rows, dim, device=device).index_copy_(0, index, values)
+    start = torch.randn(rows, dim, generator=generator).to(device)
 
     def table() -> torch.nn.Parameter:
         return torch.nn.Parameter(start.clone())
@@ -293,7 +323,7 @@ def measure_lazy_adam(repeats: int, rows: int, dim: int, touched_fraction: float
 # --- Lookahead over Adam vs Adam --------------------------------------------------------------------------
 
 
-def measure_lookahead(repeats: int, steps: int) -> list[Result]:
+def measure_lookahead(repeats: int, steps: int, device: str = "cpu") -> list[Result]:
     """Lookahead(Adam, k = 5, α = 0.5) vs Adam in the bare VAE loop, over whole k-cycles."""
     from optim.lookahead import Lookahead
 
@@ -303,7 +333,7 @@ def measure_lookahead(repeats: int, steps: int) -> list[Result]:
 
     def run(lookahead: bool) -> BareRun:
         factory = (lambda parameters: Lookahead(inner, parameters, k=k, alpha=0.5)) if lookahead else None
-        return bare_run(VAE_GUMBEL_ADAM, steps, factory)
+        return bare_run((*VAE_GUMBEL_ADAM, f"device={device}"), steps, factory)
 
     training = Result(
         "lookahead_step",
@@ -336,7 +366,7 @@ def measure_lookahead(repeats: int, steps: int) -> list[Result]:
 # --- an 8-run sweep, joblib vs sequential ----------------------------------------------------------------
 
 
-def measure_sweep(repeats: int, runs: int, steps: int) -> list[Result]:
+def measure_sweep(repeats: int, runs: int, steps: int, device: str = "cpu") -> list[Result]:
     """Wall time of a ``runs``-run toy sweep (a subprocess): Hydra's joblib launcher vs the sequential one."""
     seeds = ",".join(str(seed) for seed in range(runs))
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
@@ -355,6 +385,7 @@ def measure_sweep(repeats: int, runs: int, steps: int) -> list[Result]:
                 "probe.every=0",
                 "progress=false",
                 f"hydra.sweep.dir={directory}",
+                f"device={device}",
                 *(["hydra/launcher=joblib"] if joblib else []),
             ]
             started = time.perf_counter()

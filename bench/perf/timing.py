@@ -76,10 +76,15 @@ class Result:
         }
 
 
-def timed(function: Callable[[], Any]) -> float:
-    """Wall time of one call, seconds."""
+def timed(function: Callable[[], Any], synchronize: Callable[[], None] | None = None) -> float:
+    """Wall time of one call, seconds; with ``synchronize`` (``bench.costs.synchronizer``), from a device
+    with nothing queued to the end of the work the call queued on it (a GPU returns before it computes)."""
+    if synchronize is not None:
+        synchronize()
     started = time.perf_counter()
     function()
+    if synchronize is not None:
+        synchronize()
     return time.perf_counter() - started
 
 
@@ -100,8 +105,10 @@ def paired(
     return result
 
 
-def machine() -> dict[str, Any]:
-    """The CPU, the cores this process may use, the memory, torch's threads and the software versions."""
+def machine(device: torch.device | None = None) -> dict[str, Any]:
+    """The CPU, the cores this process may use, the memory, torch's threads, the software versions, and the
+    device measured on with its name."""
+    from bench.costs import device_name
     from bench.sweep import available_cores
 
     model = platform.processor() or "unknown CPU"
@@ -129,6 +136,8 @@ def machine() -> dict[str, Any]:
         "python_version": platform.python_version(),
         "platform": platform.platform(),
         "hostname": platform.node(),
+        "device": str(device or torch.device("cpu")),
+        "device_name": device_name(device or torch.device("cpu")),
     }
 
 
