@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from bench import sweep
 from bench.errors import ConfigError
 from bench.preflight import preflight
 from bench.sweep import allocation_threads, finished_summary, launcher_threads
@@ -76,8 +77,9 @@ def entry(arguments: list[str]) -> None:
         main()
     except SystemExit as stop:
         # Hydra exits 1 (its message printed above) when it refuses the configuration before any run
-        # started, e.g. a key that does not exist (estimator.tauu=1): bad input, so exit 2.
-        if stop.code == 1 and not STARTED:
+        # started, e.g. a key that does not exist (estimator.tauu=1): bad input, so exit 2. A sweep whose
+        # runs had started (in this process, or launched to joblib's workers) failed otherwise: exit 1.
+        if stop.code == 1 and not STARTED and not sweep.LAUNCHED:
             sys.exit(2)
         raise
     except KeyboardInterrupt:  # outside a run (composing the config, between runs): no run was cut short

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from bench.contract import NOT_PART_OF_THE_CONFIGURATION, NOT_PART_OF_THE_RUN
@@ -131,6 +132,19 @@ def launcher_threads(launcher: DictConfig | None) -> int | None:
     if jobs < 0:
         jobs = max(1, cores + 1 + jobs)
     return max(1, cores // jobs)
+
+
+LAUNCHED = False  # in the process that dispatches a sweep: Hydra has started launching its runs
+
+
+class SweepLaunched(Callback):
+    """Hydra callback (``hydra.callbacks`` in ``conf/config.yaml``): the sweep got past its configuration and
+    is launching its runs. ``python -m bench`` then reports a later failure of the sweep (a joblib worker
+    killed) as such, not as bad input (exit code 1, not 2)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global LAUNCHED
+        LAUNCHED = True
 
 
 def allocation_threads(environment: dict[str, str] | None = None) -> int | None:

@@ -48,16 +48,17 @@ if str(ROOT) not in sys.path:
 from bench import checkpoint  # noqa: E402 - after the repository is importable
 
 ESTIMATORS = ("score_function", "rloo", "st", "gumbel", "gumbel_st", "reinmax", "exact")
+STUDY_STEPS = (0, 200, 400)  # checkpoint.steps
 RUN = (
     "task=toy",
-    "steps=300",
-    "probe.every=50",
+    "steps=600",
+    "probe.every=100",
     "probe.draws=4",
     "log_every=10",
     "threads=1",
     "progress=false",
-    "checkpoint.every=25",
-    "checkpoint.steps=[0,100,200]",
+    "checkpoint.every=50",
+    f"checkpoint.steps=[{','.join(str(step) for step in STUDY_STEPS)}]",
 )
 KILLS = ("SIGKILL", "SIGTERM", "SIGINT")
 ACTIONS = (*KILLS, "disk_full", "corrupt")
@@ -122,6 +123,7 @@ class Chaos:
     interval: tuple[float, float] = (0.3, 1.5)
     actions: tuple[str, ...] = ACTIONS  # disk_full only where the folder's file system is size-limited
     sweep: subprocess.Popen | None = None
+    attempt_started: float = 0.0  # time.time() when the current sweep attempt started
     counts: Counter = field(default_factory=Counter)
     log: list[str] = field(default_factory=list)
     stopped: threading.Event = field(default_factory=threading.Event)
@@ -137,17 +139,30 @@ class Chaos:
             if not order:  # every kind of fault in turn, in a random order
                 order = list(self.actions)
                 self.rng.shuffle(order)
-            action = order[0]
-            done = self.act(action)
-            if done:
-                order.pop(0)
-                self.counts[action] += 1
-                self.log.append(f"{time.strftime('%H:%M:%S')} {action} {done}")
+            for action in order:  # the first one that can be done now (a kill needs a run in progress)
+                done = self.act(action)
+                if done:
+                    order.remove(action)
+                    self.counts[action] += 1
+                    self.log.append(f"{time.strftime('%H:%M:%S')} {action} {done}")
+                    break
+
+    def training(self) -> bool:
+        """Whether the sweep's runs are training now: a checkpoint written in the last second of this
+        attempt (a signal to a worker that is still starting up hits no run)."""
+        since = max(self.attempt_started, time.time() - 1.0)
+        for path in self.folder.glob("*/checkpoints/*.json"):
+            try:
+                if path.stat().st_mtime > since:
+                    return True
+            except OSError:
+                continue
+        return False
 
     def act(self, action: str) -> str | None:
         if action in KILLS:
             pids = workers(self.sweep)
-            if not pids:
+            if not pids or not self.training():
                 return None
             pid = self.rng.choice(pids)
             try:
@@ -157,14 +172,22 @@ class Chaos:
             return f"worker {pid}"
         if action == "corrupt":
             return self.corrupt()
-        return self.fill()
+        return self.fill() if self.training() else None
 
     def corrupt(self) -> str | None:
-        candidates = sorted(self.folder.glob("*/checkpoints/*.pt"))
-        candidates = [path for path in candidates if checkpoint.sidecar_path(path).exists()]
-        if not candidates:
+        """Damage the newest checkpoint of a random run that stopped before it finished: the one it would
+        resume from. (A run that is still going would not read its checkpoints again.)"""
+        idle = []
+        for run in {path.parent.parent for path in self.folder.glob("*/checkpoints/*.json")}:
+            saved = checkpoint.list_checkpoints(run)
+            try:
+                if saved and not finished(run) and time.time() - saved[-1].stat().st_mtime > 5:
+                    idle.append(saved[-1])
+            except OSError:
+                continue
+        if not idle:
             return None
-        path = self.rng.choice(candidates)
+        path = self.rng.choice(sorted(idle))
         try:
             data = bytearray(path.read_bytes())
             if self.rng.random() < 0.5 or len(data) < 2:
@@ -201,6 +224,13 @@ class Chaos:
         return f"full after {written >> 20} MiB"
 
 
+def finished(run: Path) -> bool:
+    try:
+        return json.loads((run / "summary.json").read_text()).get("status") == "ok"
+    except (OSError, ValueError):
+        return False
+
+
 def run_sweep(command: list[str], log: Path, chaos: Chaos | None = None, timeout: float = 900) -> int:
     """Run the sweep once (in its own process group) and wait until every process of it has ended; a sweep
     still running after ``timeout`` seconds is ended (exit code -9)."""
@@ -211,7 +241,7 @@ def run_sweep(command: list[str], log: Path, chaos: Chaos | None = None, timeout
             command, cwd=ROOT, env=environment(), stdout=output, stderr=output, start_new_session=True
         )
         if chaos is not None:
-            chaos.sweep = sweep
+            chaos.sweep, chaos.attempt_started = sweep, time.time()
         try:
             code = sweep.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -352,7 +382,7 @@ def soak(
         chaos_time = time.monotonic() - chaos_started
         for filler in chaotic.glob("filler-*"):
             filler.unlink()
-        result = verify(chaotic, reference, [0, 100, 200])
+        result = verify(chaotic, reference, list(STUDY_STEPS))
     finally:
         if mounted:
             kept = folder / "chaos-final"  # the tmpfs goes with the unmount: keep a copy of what it held
