@@ -15,7 +15,8 @@ candidate (discarded afterwards, so that the choice does not select the referenc
 - local expectation gradients (``estimators.LocalExpectation``, Titsias & Lázaro-Gredilla 2015) with S = 1,
   1 + L·(C − 1) evaluations of f per draw (categorical latents);
 - RLOO (``estimators.ScoreFunction(baseline="loo")``, Kool et al. 2019) with as many samples as that, at
-  equal cost; ``GAUSSIAN_SAMPLES`` samples for Gaussian latents, where it is the only candidate.
+  equal cost; ``GAUSSIAN_SAMPLES`` samples for Gaussian latents, and for a task that overrides ``loss()``
+  (no separate f whose evaluations could be counted), where it is the only candidate.
 
 The cost is counted in evaluations of f (``f_evals``), not in wall time, so that the choice, and with it
 the reference, is the same on every machine.
@@ -43,6 +44,7 @@ from typing import Any
 import torch
 from scipy import special, stats
 from torch import Tensor
+from torch.utils._pytree import tree_leaves
 
 from bench.errors import ConfigError
 from bench.probe.draws import Targets, draw_gradients, draw_gradients_vectorized, probe_targets
@@ -123,7 +125,7 @@ def chunk_sizes(task: Task, batch: Any, targets: Targets, candidate: Candidate) 
         return per_call, 1
     with torch.no_grad():
         params = targets.distribution(batch)
-    size = sum(leaf.numel() for leaf in torch.utils._pytree.tree_leaves(params) if isinstance(leaf, Tensor))
+    size = sum(leaf.numel() for leaf in tree_leaves(params) if isinstance(leaf, Tensor))
     evaluations = candidate.f_evals or candidate.samples
     return per_call, max(1, VMAP_ELEMENTS // max(1, evaluations * size))
 
