@@ -430,7 +430,7 @@ def figure_work(
     draw_band(axis, band[band["center"] > 0], "budget", palette)
     for label, group in usable[usable["deterministic"]].groupby("label"):
         price = float(np.exp(np.log(group[cost]).mean()))
-        axis.axvline(price, color=palette[label], lw=2, label=f"{label}: MSE 0 from T = {price:.3g}")
+        axis.axvline(price, color=palette[label], lw=2, label=f"{label}: MSE 0 from T = {price:.4g}")
     axis.axvline(budget, color="black", ls="--", lw=1, label=f"stated budget T = {budget:.3g} {unit}")
     for crossing in crossings:
         if crossing.large not in set(usable.loc[usable["deterministic"], "label"]):

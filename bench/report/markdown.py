@@ -214,8 +214,10 @@ def main_table(analysis: TaskAnalysis) -> list[str]:
             f"Bias test: `grad_bias_p` at every probe of every finished run ({analysis.verdicts.probes} "
             'probes), Holm-adjusted over all of them; "biased at 5%" when at least one of the '
             "configuration's probes rejects zero bias after adjustment, so the chance that any unbiased "
-            'configuration here is called biased is at most 5%. "No detectable bias" is not a proof of none: '
-            "the probe resolves a squared bias down to about its noise level V/M.",
+            "configuration here is called biased is at most 5%, as far as the p-values are calibrated (the "
+            "F reference is liberal for heavy-tailed draws, such as a score function's on a peaked "
+            'distribution). "No detectable bias" is not a proof of none: the probe resolves a squared bias '
+            "down to about its noise level V/M.",
             "",
         ]
     if analysis.reference == "none":
@@ -403,7 +405,7 @@ def crossing_lines(parts: pd.DataFrame, cost: str, deterministic: set[str]) -> l
     lines = []
     for label in sorted({item.large for item in exact}):
         budget = next(item.budget for item in exact if item.large == label)
-        lines += [f"`{label}` (draws do not vary) has MSE 0 from T = {budget:.3g} {unit}, its cost, on.", ""]
+        lines += [f"`{label}` (draws do not vary) has MSE 0 from T = {budget:.4g} {unit}, its cost, on.", ""]
     crossed = [item for item in crossed if item.large not in deterministic]
     if crossed:
         table = pd.DataFrame(
