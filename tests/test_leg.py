@@ -56,11 +56,11 @@ def test_f_evaluations_count_one_evaluation_per_sample_and_c_minus_one_per_varia
 
 
 def test_unbiased_on_the_vae_by_the_calibrated_bias_test(one_thread):
-    # The 4×8 VAE at initialization (16 probe images), S = 2, M = 1000 draws with respect to the encoder's
+    # The 4×8 VAE at initialization (8 probe images), S = 2, M = 1000 draws with respect to the encoder's
     # output logits: the test of zero bias against the exact enumeration does not reject (p > 1e-3), while
     # straight-through, biased, is rejected by the same test at the same point (negative control).
     torch.manual_seed(3)
-    task = VAE(probe_size=16)
+    task = VAE(probe_size=8)
     torch.manual_seed(4)
     found = probe(task, LocalExpectation(), 2, 1000, wrt="distribution")
     assert found["grad_bias_p"] > 1e-3, found
