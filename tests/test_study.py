@@ -270,3 +270,44 @@ def test_the_report_draws_the_study_and_a_report_rebuilt_from_its_tables_is_the_
     section = text[text.index("## Same-point gradient studies") :]
     again = (rebuilt / "report.md").read_text()
     assert again[again.index("## Same-point gradient studies") :] == section
+
+
+def test_a_stop_signal_during_the_probes_records_the_study_as_interrupted_and_a_rerun_resumes_it(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import ROOT, run_cli
+
+    arguments = (
+        "+experiment=toy_gradient_study",
+        "steps=30",
+        "study.steps=[0,10,30]",
+        "study.estimators=[rloo,st]",
+        "study.draws=20000",
+        "progress=false",
+        f"hydra.run.dir={tmp_path}",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench", *arguments],
+        cwd=ROOT,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "0"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "study.csv").exists():  # the first checkpoint is probed: the study is under way
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "step_0000030.pt" in summary["error"]
+    finished = run_cli("bench", *arguments)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["resumes"] == 1 and summary["study_steps"] == "0,10,30"
+    assert check_run(tmp_path) == []

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from bench.checkpoint import CheckpointError, Interrupted, checkpoint_path, load, params_digest
+from bench.checkpoint import CheckpointError, checkpoint_path, load, params_digest
 from bench.contract import PAIRED_HEADER, STUDY_HEADER
 from bench.errors import ConfigError
 from bench.probe.draws import probe_targets
@@ -87,9 +87,9 @@ def run_study(
     """Probe every member at every checkpoint of the trajectory in ``directory``; write ``study.csv`` and
     ``paired.csv`` there (rewritten after each checkpoint, atomically); return the summary's study fields.
 
-    ``signals``: the run's ``bench.checkpoint.StopSignals``, read between estimators: after a stop signal
-    the study ends with ``Interrupted`` and the run is recorded as interrupted (re-running it resumes from
-    its newest checkpoint and probes every checkpoint again).
+    ``signals``: the run's ``bench.checkpoint.StopSignals``, read between estimators: a stop signal is acted
+    on there as at the end of a training step (``StopSignals.stop``): the run is recorded as interrupted, and
+    re-running it resumes from its newest checkpoint and probes every checkpoint again.
     """
     started = time.perf_counter()
     study = config.study
@@ -142,7 +142,9 @@ def run_study(
         measured: dict[tuple[str, int], Measured] = {}
         for member, initial in zip(members, states, strict=True):
             if signals is not None and signals.requested is not None:
-                raise Interrupted(signals.requested, config.steps)
+                # As at a training step's end: recorded as interrupted, then the handler that was there
+                # before (submitit's requeues the job; one that returns lets the study go on).
+                signals.stop(config.steps, checkpoint_path(directory, steps[-1]))
             done = prepare(member, initial, task, batch, step, study, seed)
             result = measure(task, member, batch, draws, targets, reference, noise, seed, step)
             result.statistics.update(done)
