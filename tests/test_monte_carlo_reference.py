@@ -46,10 +46,10 @@ def bias_standard_error(gradients, reference_draws, bias, probe_noise: bool = Tr
     """√(2 tr(Σ_tot²) + 4 bᵀΣ_tot b), Σ_tot = Σ/M + Σ_R/N (Σ_R/N alone without ``probe_noise``)."""
     m, n = len(gradients), len(reference_draws)
     differences, reference_differences = pair_differences(gradients), pair_differences(reference_draws)
-    squares = trace_of_square(reference_differences) / n**2
+    squares = trace_of_square(reference_differences)[0] / n**2
     along = spread_along(reference_draws, bias) / n
     if probe_noise:
-        squares += trace_of_square(differences) / m**2
+        squares += trace_of_square(differences)[0] / m**2
         squares += 2 * trace_of_product(differences, reference_differences) / (m * n)
         along += spread_along(gradients, bias) / m
     return math.sqrt(max(2 * squares + 4 * along, 0.0))

@@ -134,9 +134,10 @@ def test_bernoulli_latents():
         VAE(latent="bernoulli", classes=3)
 
 
-def test_no_reference_beyond_4096_codes():
+def test_beyond_4096_codes_the_reference_is_monte_carlo_or_none():
     torch.manual_seed(6)
-    task = VAE(classes=16, variables=4, hidden=16, eval_samples=8)
+    assert VAE(classes=16, variables=4, hidden=4).reference == "monte_carlo"  # reference: auto
+    task = VAE(classes=16, variables=4, hidden=16, eval_samples=8, reference="none")
     assert task.reference == "none" and task.reference_gradient(task.probe_batch()) is None
     metrics = task.evaluate()
     assert "test_nll_iwae" in metrics and math.isfinite(metrics["objective"])

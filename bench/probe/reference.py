@@ -48,7 +48,7 @@ from torch.utils._pytree import tree_leaves
 
 from bench.errors import ConfigError
 from bench.probe.draws import Targets, draw_gradients, draw_gradients_vectorized, probe_targets
-from bench.probe.statistics import centred_float64, pair_differences, trace_of_square
+from bench.probe.statistics import bias_test_degrees, centred_float64, pair_differences, trace_of_square
 from bench.tasks.base import Task
 from estimators.base import Estimator
 from estimators.leg import LocalExpectation
@@ -168,9 +168,7 @@ def draw(
 
 def draw_variance(draws: Tensor) -> float:
     """V̂ = 1/(n−1) Σ‖r̂_i − r̄‖², in float64."""
-    centred, _, variance = centred_float64(draws)
-    del centred
-    return variance
+    return centred_float64(draws)[2]
 
 
 def choose(
@@ -254,23 +252,24 @@ def difference_statistics(differences: Tensor) -> CheckPoint:
     """‖d̄‖, √(V̂_d/n), ‖d̄‖² − V̂_d/n and the test of E d = 0 for the rows of ``differences`` (n, P).
 
     The test is the probes' (``bench.probe.statistics``, an exact reference of zero): T = ‖d̄‖²/(V̂_d/n)
-    against F(ν, ν(n − 1)), ν = (V̂_d/n)² / (tr Σ̂_d²/n²) clipped to [1, P]; z = Φ⁻¹(1 − p), from log p so that
-    it keeps growing where p underflows, and from Paulson's (1942) normal approximation of F beyond that.
+    against F(ν, ν₂) with the probes' degrees of freedom (``bias_test_degrees``); z = Φ⁻¹(1 − p), from log p
+    so that it keeps growing where p underflows, and from Paulson's (1942) normal approximation of F beyond
+    that.
     """
     pairs, dimension = differences.shape
-    centred, mean, variance = centred_float64(differences)
+    centred, mean, variance, variance_spread = centred_float64(differences)
     del centred
     error_norm_sq = float(mean @ mean)
     noise = variance / pairs
     point = CheckPoint(pairs, math.sqrt(error_norm_sq), math.sqrt(noise), error_norm_sq - noise, math.nan, 0)
-    if not noise > 0:
+    squares = trace_of_square(pair_differences(differences)) if dimension > 1 else (variance**2,) * 2
+    degrees = bias_test_degrees(
+        variance, pairs, squares, dimension=dimension, variance_spread=variance_spread
+    )
+    if degrees is None:
         point.z = math.nan
         return point
-    squares = trace_of_square(pair_differences(differences)) if dimension > 1 else variance**2
-    spread = squares / pairs**2
-    dof = float(dimension) if not (math.isfinite(spread) and spread > 0) else noise**2 / spread
-    dof = min(max(dof, 1.0), float(dimension))
-    dof_denominator = dof * (pairs - 1)
+    dof, dof_denominator, noise = degrees
     ratio = error_norm_sq / noise
     log_p = float(stats.f.logsf(ratio, dof, dof_denominator))
     point.p_value = math.exp(log_p)

@@ -46,13 +46,20 @@ def flatten(tensors: list[Tensor]) -> Tensor:
     return torch.cat([(tensor.to_dense() if tensor.is_sparse else tensor).reshape(-1) for tensor in tensors])
 
 
-def centred_float64(draws: Tensor) -> tuple[Tensor, Tensor, float]:
-    """(centred float64 copy, mean, V̂). One copy, centred in place: (M, P) can be large."""
+def centred_float64(draws: Tensor) -> tuple[Tensor, Tensor, float, float]:
+    """(centred float64 copy, mean, V̂, the variance of V̂). One copy, centred in place: (M, P) can be large.
+
+    The variance of V̂ is estimated from the draws' fourth moment, (mean ‖ĝ_m − ḡ‖⁴ − V̂²)/M: for Gaussian
+    draws that is 2 tr Σ²/M, but for heavy-tailed ones (a score function at a peaked distribution, where a
+    few draws carry all the variance) it is far larger, and V̂ has far fewer degrees of freedom than M − 1.
+    """
     centred = draws.to(torch.float64, copy=True)
     mean = centred.mean(0)
     centred -= mean
-    variance = float(torch.linalg.vector_norm(centred) ** 2 / (draws.shape[0] - 1))
-    return centred, mean, variance
+    squared_norms = (centred**2).sum(1)
+    variance = float(squared_norms.sum() / (draws.shape[0] - 1))
+    spread = max(float((squared_norms**2).mean()) - variance**2, 0.0) / draws.shape[0]
+    return centred, mean, variance, spread
 
 
 def pair_differences(draws: Tensor) -> Tensor:
@@ -61,15 +68,21 @@ def pair_differences(draws: Tensor) -> Tensor:
     return draws[0 : 2 * half : 2].double() - draws[1 : 2 * half : 2].double()
 
 
-def trace_of_square(differences: Tensor) -> float:
-    """Unbiased tr(Σ²) from pair differences (covariance 2Σ): the mean over k ≠ l of (d_kᵀd_l)² / 4."""
+def trace_of_square(differences: Tensor) -> tuple[float, float]:
+    """tr(Σ²) from pair differences (covariance 2Σ), two ways: (unbiased, plug-in).
+
+    Unbiased: the mean over k ≠ l of (d_kᵀd_l)² / 4. Plug-in: tr(S²) of the differences' own covariance S
+    (the k = l terms included), whose effective rank (tr S)²/tr(S²) never exceeds the rank of the draws: one
+    for draws that vary along a single direction, where the unbiased estimate can be 0 when few draws vary.
+    """
     count, dimension = differences.shape
     if count < 2:
-        return NAN
+        return NAN, NAN
     # Σ_{k,l} (d_kᵀd_l)² = ‖DDᵀ‖²_F = ‖DᵀD‖²_F: the smaller Gram matrix (K × K or P × P) serves.
     gram = differences @ differences.T if count <= dimension else differences.T @ differences
+    total = float((gram**2).sum())
     diagonal = float(((differences**2).sum(1) ** 2).sum())  # the k = l terms, ‖d_k‖⁴
-    return (float((gram**2).sum()) - diagonal) / (count * (count - 1)) / 4
+    return (total - diagonal) / (count * (count - 1)) / 4, total / count**2 / 4
 
 
 def trace_of_product(differences: Tensor, other: Tensor) -> float:
@@ -84,41 +97,70 @@ def trace_of_product(differences: Tensor, other: Tensor) -> float:
     return total / (count * other.shape[0]) / 4
 
 
-def bias_p_value(
-    error_norm_sq: float,
+def bias_test_degrees(
     variance: float,
     draws: int,
-    squares: float,
+    squares: tuple[float, float],
     reference_variance: float = 0.0,
     reference_count: int | None = None,
-    reference_squares: float = 0.0,
+    reference_squares: tuple[float, float] = (0.0, 0.0),
     cross: float = 0.0,
     dimension: int = 1,
-) -> float:
-    """P(F(ν, ν₂) > ‖ḡ − g*‖² / (V̂/M + V̂_R/N)) with Satterthwaite's degrees of freedom (module docstring).
+    variance_spread: float = math.nan,
+    reference_variance_spread: float = 0.0,
+) -> tuple[float, float, float] | None:
+    """(ν, ν₂, V̂/M + V̂_R/N) of the test of zero bias, Satterthwaite's degrees of freedom (module docstring);
+    None when the noise is 0.
 
-    ``squares`` estimates tr Σ², ``reference_squares`` tr Σ_R², ``cross`` tr(ΣΣ_R); without a Monte-Carlo
-    reference (``reference_count`` None) those two are 0 and ν₂ = ν(M − 1).
+    ``squares`` estimates tr Σ² (unbiased, plug-in), ``reference_squares`` tr Σ_R² likewise, ``cross``
+    tr(ΣΣ_R); without a Monte-Carlo reference (``reference_count`` None) those two are 0 and ν₂ = ν(M − 1).
+    ν is the smaller of the two estimates' effective ranks, at least 1 and at most P: a larger ν makes the
+    test stricter about small deviations, so where the draws cannot tell (few of them vary) it errs towards
+    the conservative ν. ν₂ is its normal-theory value unless the one from ``variance_spread`` (and
+    ``reference_variance_spread``), the variance of V̂ (and V̂_R) estimated from the draws' fourth moment, is
+    below half of it: heavy-tailed draws make the denominator uncertain, and the test then needs a larger
+    ratio.
     """
     count = reference_count or math.inf
     noise = variance / draws + (reference_variance / count if reference_count else 0.0)
     if not noise > 0:
-        return NAN
+        return None
     if dimension == 1:
-        squares, reference_squares, cross = variance**2, reference_variance**2, variance * reference_variance
-    numerator_spread = squares / draws**2
-    denominator_spread = squares / (draws**2 * (draws - 1))
+        one = variance**2
+        squares, reference_squares = (one, one), (reference_variance**2,) * 2
+        cross = variance * reference_variance
+    ranks = []
+    for own, reference in zip(squares, reference_squares, strict=True):
+        spread = own / draws**2 + (
+            2 * cross / (draws * count) + reference / count**2 if reference_count else 0
+        )
+        if math.isfinite(spread) and spread > 0:
+            ranks.append(noise**2 / spread)
+    dof = min(max(min(ranks), 1.0), float(dimension)) if ranks else 1.0
+    denominator_spread = squares[0] / (draws**2 * (draws - 1))
     if reference_count:
-        numerator_spread += 2 * cross / (draws * count) + reference_squares / count**2
-        denominator_spread += reference_squares / (count**2 * (count - 1))
-    if not (math.isfinite(numerator_spread) and numerator_spread > 0):
-        dof = float(dimension)  # no usable estimate of tr Σ²: the largest effective rank
-    else:
-        dof = min(max(noise**2 / numerator_spread, 1.0), float(dimension))
+        denominator_spread += reference_squares[0] / (count**2 * (count - 1))
     if reference_count and math.isfinite(denominator_spread) and denominator_spread > 0:
         dof_denominator = max(noise**2 / denominator_spread, 1.0)
     else:
         dof_denominator = dof * (draws - 1)
+    # Satterthwaite from the observed variance of the denominator V̂/M (+ V̂_R/N): 2 E[D]² / Var(D). Used
+    # where it is below half the normal-theory value, a clear sign of heavy tails; otherwise the normal-theory
+    # value stands (for P = 1 the test is then exactly the t² test F(1, M − 1)).
+    observed = variance_spread / draws**2 + (reference_variance_spread / count**2 if reference_count else 0)
+    if math.isfinite(observed) and observed > 0:
+        heavy_tailed = max(2 * noise**2 / observed, 1.0)
+        if heavy_tailed < dof_denominator / 2:
+            dof_denominator = heavy_tailed
+    return dof, dof_denominator, noise
+
+
+def bias_p_value(error_norm_sq: float, *args: float, **kwargs: float) -> float:
+    """P(F(ν, ν₂) > ‖ḡ − g*‖² / (V̂/M + V̂_R/N)); the arguments after the first are ``bias_test_degrees``'s."""
+    degrees = bias_test_degrees(*args, **kwargs)
+    if degrees is None:
+        return NAN
+    dof, dof_denominator, noise = degrees
     return float(stats.f.sf(error_norm_sq / noise, dof, dof_denominator))
 
 
@@ -143,7 +185,7 @@ def gradient_statistics(
     not known (a task that overrides ``loss``), and then those fields describe the whole gradient.
     """
     draws, dimension = gradients.shape
-    centred, mean, variance = centred_float64(gradients)
+    centred, mean, variance, variance_spread = centred_float64(gradients)
     estimated_mean = mean if deterministic is None else mean - deterministic.double()
     estimated_norm_sq = float(estimated_mean @ estimated_mean)
     signal = estimated_norm_sq - variance / draws
@@ -162,10 +204,10 @@ def gradient_statistics(
     del centred  # the pair differences below are taken from the draws themselves (their mean cancels)
     if reference is None and reference_draws is None:
         return stats_
-    reference_count, reference_variance = None, 0.0
+    reference_count, reference_variance, reference_variance_spread = None, 0.0, 0.0
     if reference_draws is not None:
         reference_count = reference_draws.shape[0]
-        _, reference_mean, reference_variance = centred_float64(reference_draws)
+        _, reference_mean, reference_variance, reference_variance_spread = centred_float64(reference_draws)
     else:
         reference_mean = reference.double()
     reference_noise = reference_variance / reference_count if reference_count else 0.0
@@ -194,10 +236,17 @@ def gradient_statistics(
         if signal > 0:
             cosine = float(estimated_mean @ estimated_reference) / math.sqrt(reference_norm_sq * signal)
             stats_["grad_cos"] = min(1.0, max(-1.0, cosine))
-    if not numerically_zero(variance, float(mean @ mean), gradients.dtype):
+    # With a Monte-Carlo reference the test still has the reference's noise when the probe's draws are equal.
+    testable = not numerically_zero(variance, float(mean @ mean), gradients.dtype) or (
+        reference_count is not None
+        and not numerically_zero(
+            reference_variance, float(reference_mean @ reference_mean), reference_draws.dtype
+        )
+    )
+    if testable:
         differences = pair_differences(gradients)
-        squares = trace_of_square(differences) if dimension > 1 else variance**2
-        reference_squares = cross = 0.0
+        squares = trace_of_square(differences) if dimension > 1 else (variance**2, variance**2)
+        reference_squares, cross = (0.0, 0.0), 0.0
         if reference_draws is not None:
             reference_differences = pair_differences(reference_draws)
             reference_squares = trace_of_square(reference_differences)
@@ -212,5 +261,7 @@ def gradient_statistics(
             reference_squares,
             cross,
             dimension,
+            variance_spread,
+            reference_variance_spread,
         )
     return stats_
