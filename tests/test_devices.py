@@ -22,23 +22,27 @@ from bench.runner import Recorder, run, train
 from bench.sweep import config_digest, variant_digest
 from tests.helpers import CONF, ROOT, make_config, run_cli
 
-SHORT = ("task=vae", "steps=12", "probe.every=6", "probe.draws=4", "threads=1")
+SHORT = ("task=vae", "task.variables=3", "steps=6", "probe.every=3", "probe.draws=4", "threads=1")
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 
 
 def test_device_cpu_gives_the_same_metrics_as_no_device_key(tmp_path):
-    for name, extra in (("default", ()), ("cpu", ("device=cpu",))):
-        summary = run(make_config(*SHORT, *extra), tmp_path / name)
+    config = make_config(*SHORT)
+    assert config.device == "auto"  # the default: the CPU on this machine
+    for name, device in (("default", None), ("cpu", "cpu")):
+        configured = config.copy()
+        if device is not None:
+            configured.device = device
+        summary = run(configured, tmp_path / name)
         assert summary["status"] == "ok" and summary["device"] == "cpu", summary["error"]
     default = (tmp_path / "default" / "metrics.csv").read_bytes()
     assert default == (tmp_path / "cpu" / "metrics.csv").read_bytes()
-    # Resuming a sweep and pooling seeds treat the two spellings as one configuration.
-    assert config_digest(make_config(*SHORT)) == config_digest(make_config(*SHORT, "device=cpu"))
-    assert variant_digest(make_config(*SHORT)) == variant_digest(make_config(*SHORT, "device=cpu"))
-    assert config_digest(make_config(*SHORT)) != config_digest(make_config(*SHORT, "device=cuda"))
-    assert config_digest(make_config(*SHORT, "device=cuda:0")) == config_digest(
-        make_config(*SHORT, "device=cuda")
-    )
+    # Resuming a sweep and pooling seeds treat the two spellings as one configuration; a GPU run is another.
+    digests = {}
+    for device in ("auto", "cpu", "cuda", "cuda:0"):
+        config.device = device
+        digests[device] = (config_digest(config), variant_digest(config))
+    assert digests["auto"] == digests["cpu"] != digests["cuda"] == digests["cuda:0"]
 
 
 def test_the_summary_records_the_device_and_this_runs_peak_memory(tmp_path):
@@ -104,6 +108,7 @@ def test_a_sweep_spreads_its_jobs_over_the_visible_gpus(monkeypatch):
             "task=bernoulli200_nonlinear",
             "task.variables=20",
             "task.reference=none",
+            "task.eval_samples=2",
             "estimator=rloo",
             "samples=2",
         ),

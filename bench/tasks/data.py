@@ -341,8 +341,10 @@ class EpochSampler(nn.Module):
         self.position = 0
 
     def next_indices(self, generator: torch.Generator | None) -> Tensor:
+        device = generator.device if generator is not None else self.order.device
+        if self.order.device != device:  # restored from a checkpoint, which is read onto the CPU
+            self.order = self.order.to(device)
         if self.position + self.batch_size > len(self.order):
-            device = generator.device if generator is not None else self.order.device
             self.order = torch.randperm(self.size, generator=generator, device=device)
             self.position = 0
         index = self.order[self.position : self.position + self.batch_size]
