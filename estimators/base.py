@@ -36,14 +36,17 @@ Weibull and Maxwell draws have streams of their own. The noise is a dict of tens
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import ClassVar, NamedTuple
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.utils._pytree import tree_leaves, tree_map
 
 # "none": nothing is sampled (the embedding task); only the `none` estimator fits it.
 LATENT_KINDS = ("categorical", "gaussian", "codebook", "none")
+OWN_LEARNING_RATE = 1e-3  # Adam's learning rate for an estimator's own parameters, unless it has one
 
 Objective = Callable[[Tensor], Tensor]
 
@@ -86,6 +89,32 @@ class Estimator(nn.Module):
     latents: ClassVar[tuple[str, ...]] = ()
     unbiased: ClassVar[bool] = False
     min_samples: ClassVar[int] = 1
+    # True for an estimator that trains only a multi-sample objective (``ImportanceWeighted``): VIMCO.
+    multi_sample: ClassVar[bool] = False
+    # Estimators with trainable parameters of their own (``own_parameters``) set a factory
+    # ``optimizer(parameters) -> torch.optim.Optimizer`` for them; None: Adam with ``OWN_LEARNING_RATE``.
+    optimizer: Callable[..., torch.optim.Optimizer] | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+        """``forward``, with a multi-sample objective bound to the distribution parameters of this call
+        (``ImportanceWeighted.bind``): its log q then reads the very tensors the estimate is taken at."""
+        if len(args) >= 2 and isinstance(args[1], ImportanceWeighted):
+            args = (args[0], args[1].bind(args[0]), *args[2:])
+        return super().__call__(*args, **kwargs)
+
+    def own_parameters(self) -> list[nn.Parameter]:
+        """The estimator's own trainable parameters (a control variate's: REBAR's η and λ, RELAX's network),
+        trained on the variance objective (``variance_backward``), never by the model's optimizer."""
+        return [parameter for parameter in self.parameters() if parameter.requires_grad]
+
+    def make_optimizer(self) -> torch.optim.Optimizer | None:
+        """The optimizer of ``own_parameters`` (``self.optimizer``, else Adam); None where there are none."""
+        own = self.own_parameters()
+        if not own:
+            return None
+        if callable(self.optimizer):
+            return self.optimizer(own)
+        return torch.optim.Adam(own, lr=OWN_LEARNING_RATE)
 
     def check_samples(self, samples: int) -> None:
         if samples < self.min_samples:
@@ -241,3 +270,110 @@ def sample_categorical(logits: Tensor, samples: int, noise: Noise | None = None)
 
 def expand_samples(params: Tensor, samples: int) -> Tensor:
     return params.expand(samples, *params.shape)
+
+
+# --- estimators with parameters of their own ------------------------------------------------------------
+
+
+@contextmanager
+def recording(estimator: Estimator) -> Iterator[list[Any]]:
+    """Within the block, every call of ``estimator`` appends its distribution parameters to the yielded list
+    (what ``variance_backward`` differentiates with respect to, for a call inside a task's loss)."""
+    calls: list[Any] = []
+
+    def record(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        calls.append(args[0] if args else next(iter(kwargs.values())))
+
+    handle = estimator.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def variance_backward(loss: Tensor, params: Any, estimator: Estimator) -> Tensor:
+    """``loss.backward()`` for the model, and the gradient of the variance objective into the estimator's
+    own parameters φ (``Estimator.own_parameters``); returns the objective's value.
+
+    The variance objective (Grathwohl et al. 2018, "Backpropagation through the Void", §3.3; Tucker et al.
+    2017, "REBAR", §3.3) is ‖ĝ‖², ĝ = ∂loss/∂params the gradient estimate with respect to the distribution's
+    parameters ``params`` (a tensor, a tuple of tensors, or a list of those: one per estimator call). For an
+    unbiased estimator E‖ĝ‖² = tr Cov ĝ + ‖∇L‖², whose second term does not depend on φ, so ∂‖ĝ‖²/∂φ is an
+    unbiased estimate of the gradient of the estimate's variance. Cost: one backward pass with
+    ``create_graph`` to ĝ and one through it to φ, besides the model's ``loss.backward()``. The gradients it
+    writes into φ replace whatever ``loss.backward()`` put there.
+    """
+    leaves = [leaf for leaf in tree_leaves(params) if isinstance(leaf, Tensor) and leaf.requires_grad]
+    own = estimator.own_parameters()
+    if not leaves or not own:
+        loss.backward()
+        return torch.zeros((), device=loss.device)
+    estimate = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True)
+    objective = sum((gradient**2).sum() for gradient in estimate if gradient is not None)
+    if not isinstance(objective, Tensor) or not objective.requires_grad:  # φ does not enter this estimate
+        loss.backward()
+        return torch.zeros((), device=loss.device)
+    gradients = torch.autograd.grad(objective, own, retain_graph=True, allow_unused=True)
+    loss.backward()
+    for parameter, gradient in zip(own, gradients, strict=True):
+        parameter.grad = torch.zeros_like(parameter) if gradient is None else gradient.detach()
+    return objective.detach()
+
+
+# --- multi-sample objectives ----------------------------------------------------------------------------
+
+
+class ImportanceWeighted:
+    """A multi-sample objective: the negative K-sample importance-weighted bound (Burda, Grosse &
+    Salakhutdinov 2016, "Importance Weighted Autoencoders")
+
+        f(z_1, …, z_K) = −log (1/K) Σ_k exp w_k,    w_k = log p(x, z_k) − log q(z_k | x),
+
+    whose expectation over z_k ~ q i.i.d. is −(the bound) ≥ −log p(x). The K draws of one data point are one
+    more batch dimension of the distribution, ``set_dim`` (its parameters (*B, C) expanded to
+    (*B[:set_dim], K, *B[set_dim:], C) by the task): an estimator that draws S samples draws S independent
+    K-sets and calls this object as an ordinary f, samples (S, *B, *event) → (S, *B[:set_dim]). VIMCO (Mnih
+    & Rezende 2016) reads the K log-weights themselves, ``weights(z)`` → (S, *B[:set_dim], K).
+
+    ``log_weights(z, params)`` is the task's: the K draws first, z (K, *batch, *event), the distribution's
+    parameters aligned with them (K, 1, …, *B', *event) → the K log-weights (K, *batch). Since w depends on
+    the distribution's parameters through log q, the object is bound to the parameters of each estimator call
+    (``bind``; ``Estimator.__call__`` does it), so that the gradient reaches exactly the tensors the estimate
+    is taken at; unbound (a count of f's evaluations), it reads ``default()``.
+    """
+
+    def __init__(
+        self,
+        log_weights: Callable[[Tensor, Any], Tensor],
+        set_dim: int,
+        default: Callable[[], Any] | None = None,
+        params: Any = None,
+    ) -> None:
+        self.log_weights, self.set_dim, self.default, self.params = log_weights, int(set_dim), default, params
+
+    def bind(self, params: Any) -> ImportanceWeighted:
+        return ImportanceWeighted(self.log_weights, self.set_dim, self.default, params)
+
+    def weights(self, z: Tensor) -> Tensor:
+        """The K log-weights of each of the S sets in z (S, *B, *event): shape (S, *B[:set_dim], K)."""
+        params = self.params
+        if params is None:
+            if self.default is None:
+                raise EstimatorError(
+                    "a multi-sample objective needs the distribution's parameters: call it through an "
+                    "estimator (which binds them) or give it a default."
+                )
+            params = self.default()
+        axis = 1 + self.set_dim  # the K draws, after the sample dimension and the kept batch dimensions
+        draws = z.movedim(axis, 0)  # (K, S, *B[:set_dim], *B[set_dim + 1:], *event)
+
+        def aligned(tensor: Tensor) -> Tensor:
+            moved = tensor.movedim(self.set_dim, 0)
+            return moved.reshape(moved.shape[0], *[1] * (draws.dim() - moved.dim()), *moved.shape[1:])
+
+        values = self.log_weights(draws, tree_map(aligned, params))  # (K, S, *B[:set_dim])
+        return values.movedim(0, -1)
+
+    def __call__(self, z: Tensor) -> Tensor:
+        weights = self.weights(z)
+        return -(torch.logsumexp(weights, -1) - math.log(weights.shape[-1]))

@@ -73,21 +73,23 @@ ACTIVATIONS = ("relu", "leaky_relu", "tanh")
 
 MNIST_HELP = (
     "Download the MNIST image files train-images-idx3-ubyte.gz and t10k-images-idx3-ubyte.gz (e.g. from "
-    "https://ossci-datasets.s3.amazonaws.com/mnist/) into one directory and pass it as task.path=DIR, or "
+    "https://ossci-datasets.s3.amazonaws.com/mnist/) into one directory, e.g. data/mnist, and pass it as "
+    "task.path=DIR (task.path=data/mnist), or "
     "pass a Keras-style mnist.npz (arrays x_train and x_test; "
     "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz) as task.path=FILE."
 )
 FASHION_MNIST_HELP = (
     "Download the Fashion-MNIST image files train-images-idx3-ubyte.gz and t10k-images-idx3-ubyte.gz (from "
     "https://github.com/zalandoresearch/fashion-mnist, folder data/fashion; they have the same names as "
-    "MNIST's, so keep them in a directory of their own) and pass that directory as task.path=DIR, or pass an "
-    ".npz with arrays x_train and x_test as task.path=FILE."
+    "MNIST's, so keep them in a directory of their own, e.g. data/fashion_mnist) and pass that directory as "
+    "task.path=DIR, or pass an .npz with arrays x_train and x_test as task.path=FILE."
 )
 OMNIGLOT_HELP = (
     "Download chardata.mat, the 28x28 Omniglot of the IWAE paper "
     "(https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/chardata.mat; arrays data and testdata, "
-    "784 x N grey levels), and pass the file as task.path=FILE or its directory as task.path=DIR; or pass an "
-    ".npz with arrays x_train and x_test as task.path=FILE."
+    "784 x N grey levels), e.g. into data/omniglot, and pass the file as task.path=FILE or its directory as "
+    "task.path=DIR (task.path=data/omniglot); or pass an .npz with arrays x_train and x_test as "
+    "task.path=FILE."
 )
 HELP = {"mnist": MNIST_HELP, "fashion_mnist": FASHION_MNIST_HELP, "omniglot": OMNIGLOT_HELP}
 
