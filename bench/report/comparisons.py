@@ -189,8 +189,9 @@ def shared_estimators(summaries: pd.DataFrame, metric: str = "final_loss") -> Sh
 def critical_difference(shared: SharedEstimators, directory: Path, stem: str = "critical_difference") -> str:
     """The critical-difference diagram of ``shared`` (lower value = better) into ``stem``.png/.pdf; returns
     the PNG's name."""
-    import matplotlib.pyplot as plt
     from autorank import autorank, plot_stats
+
+    from bench.report.figures import write_files
 
     # autorank ranks higher values as better with order="descending"; the objective is lower-is-better.
     # autorank prints its choice of tests and warns from normality tests it then does not use.
@@ -205,7 +206,4 @@ def critical_difference(shared: SharedEstimators, directory: Path, stem: str = "
         fontsize=9,
         y=1.15,
     )
-    figure.savefig(directory / f"{stem}.png", dpi=130, bbox_inches="tight")
-    figure.savefig(directory / f"{stem}.pdf", bbox_inches="tight")
-    plt.close(figure)
-    return f"{stem}.png"
+    return write_files(figure, directory, stem)

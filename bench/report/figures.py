@@ -11,8 +11,11 @@ and a reader can check it against the tables.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -38,14 +41,45 @@ def palette_for(labels: list[str]) -> dict[str, tuple]:
     return dict(zip(sorted(labels), colours, strict=True))
 
 
+@dataclass
+class Output:
+    """How every figure of a report is written: the PNG's resolution, and a PDF beside it or not."""
+
+    dpi: int = 130
+    pdf: bool = True
+
+
+OUTPUT = Output()
+
+
+@contextlib.contextmanager
+def output(dpi: int, pdf: bool) -> Iterator[None]:
+    """Write figures at ``dpi`` (and a PDF beside each PNG when ``pdf``) within the block (a results page:
+    small PNGs only)."""
+    saved = Output(OUTPUT.dpi, OUTPUT.pdf)
+    OUTPUT.dpi, OUTPUT.pdf = dpi, pdf
+    try:
+        yield
+    finally:
+        OUTPUT.dpi, OUTPUT.pdf = saved.dpi, saved.pdf
+
+
+def write_files(figure: plt.Figure, directory: Path, stem: str) -> str:
+    """``stem``.png (and ``stem``.pdf, see ``OUTPUT``) in ``directory``; closes the figure; returns the PNG's
+    file name."""
+    # bbox_inches="tight": long labels must not push titles and axis labels off the canvas.
+    figure.savefig(directory / f"{stem}.png", dpi=OUTPUT.dpi, bbox_inches="tight")
+    if OUTPUT.pdf:
+        figure.savefig(directory / f"{stem}.pdf", bbox_inches="tight")
+    plt.close(figure)
+    return f"{stem}.png"
+
+
 def save(figure: plt.Figure, directory: Path, stem: str, data: pd.DataFrame | None = None) -> str:
     """Write ``stem``.png and ``stem``.pdf (and ``stem``.csv, the numbers drawn) into ``directory``;
     returns the PNG's file name."""
     figure.tight_layout()
-    # bbox_inches="tight": long labels must not push titles and axis labels off the canvas.
-    figure.savefig(directory / f"{stem}.png", dpi=130, bbox_inches="tight")
-    figure.savefig(directory / f"{stem}.pdf", bbox_inches="tight")
-    plt.close(figure)
+    write_files(figure, directory, stem)
     if data is not None:
         data.to_csv(directory / f"{stem}.csv", index=False)
     return f"{stem}.png"

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bench.report.figures import write_files  # noqa: E402
 from bench.report.study.statistics import member_label, over_seeds  # noqa: E402
 
 
@@ -24,10 +25,7 @@ def colours(names: list[str]) -> dict[str, tuple]:
 
 def save(figure: plt.Figure, directory: Path, stem: str) -> str:
     figure.tight_layout()
-    figure.savefig(directory / f"{stem}.png", dpi=130, bbox_inches="tight")
-    figure.savefig(directory / f"{stem}.pdf", bbox_inches="tight")
-    plt.close(figure)
-    return f"{stem}.png"
+    return write_files(figure, directory, stem)
 
 
 def checkpoint_axis(axis: plt.Axes, steps: list[int]) -> None:
