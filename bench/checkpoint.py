@@ -17,7 +17,9 @@ only when the ``.pt`` file's sha256 matches the sidecar's (``load`` checks).
 **Contents.** The ``.pt`` file holds one dict, readable with ``torch.load(path, weights_only=True)``:
 ``format``, ``step``, ``config_digest``, ``config`` (the run's resolved config as YAML: ``bench.build.setup``
 rebuilds the objects from it), ``threads``, ``params_digest``, ``resumes``; ``task``, ``estimator`` and
-``optimizer`` (their ``state_dict()``), ``attributes`` (the plain number, string and boolean attributes of
+``optimizer`` (their ``state_dict()``), ``estimator_optimizer`` (the ``state_dict()`` of the optimizer of the
+estimator's own parameters, ``Estimator.own_parameters``, or None: REBAR's η and λ, RELAX's network),
+``attributes`` (the plain number, string and boolean attributes of
 every submodule of the task and of the estimator, e.g. a temperature a schedule moved); ``random`` (the
 states of torch's global generator, ``torch``; of the run's data generator, ``data``; of the CUDA generators,
 ``cuda``, where CUDA is initialized); and the training loop's own state: ``rows`` (the metrics recorded so
@@ -273,10 +275,15 @@ def random_state(data: torch.Generator) -> dict[str, Any]:
 
 
 def capture(
-    task: torch.nn.Module, estimator: torch.nn.Module, optimizer: torch.optim.Optimizer, data: torch.Generator
+    task: torch.nn.Module,
+    estimator: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: torch.Generator,
+    estimator_optimizer: torch.optim.Optimizer | None = None,
 ) -> dict[str, Any]:
     """The objects' part of a checkpoint's state: state_dicts, plain attributes, random states, params_digest.
 
+    ``estimator_optimizer``: the optimizer of the estimator's own parameters, where it has one.
     The tensors are the live ones, not copies: save the state before the next step changes them.
     """
     return {
@@ -284,6 +291,7 @@ def capture(
         "task": task.state_dict(),
         "estimator": estimator.state_dict(),
         "optimizer": optimizer.state_dict(),
+        "estimator_optimizer": None if estimator_optimizer is None else estimator_optimizer.state_dict(),
         "attributes": {"task": plain_attributes(task), "estimator": plain_attributes(estimator)},
         "random": random_state(data),
     }
@@ -295,17 +303,26 @@ def restore(
     estimator: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     data: torch.Generator,
-) -> None:
-    """Load a checkpoint's state into freshly built objects and set the random generators as they were."""
+) -> torch.optim.Optimizer | None:
+    """Load a checkpoint's state into freshly built objects and set the random generators as they were.
+
+    Returns the optimizer of the estimator's own parameters with its state (``estimator.make_optimizer()``,
+    built after the estimator's state is loaded, so that it sees every parameter), or None where the
+    checkpoint has none (a plain estimator, or one saved before its first training step)."""
     task.load_state_dict(state["task"])
     estimator.load_state_dict(state["estimator"])
     set_attributes(task, state["attributes"]["task"])
     set_attributes(estimator, state["attributes"]["estimator"])
     optimizer.load_state_dict(state["optimizer"])
+    estimator_optimizer = None
+    if state.get("estimator_optimizer") is not None:
+        estimator_optimizer = estimator.make_optimizer()
+        estimator_optimizer.load_state_dict(state["estimator_optimizer"])
     torch.set_rng_state(state["random"]["torch"])
     data.set_state(state["random"]["data"])
     if "cuda" in state["random"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["random"]["cuda"])
+    return estimator_optimizer
 
 
 # --- settings, schedule, rotation and resuming ----------------------------------------------------------

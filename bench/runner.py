@@ -34,7 +34,7 @@ from bench.results import provenance, write_metrics, write_summary
 from bench.study import run_study
 from bench.sweep import config_digest, variant_digest
 from bench.tasks.base import Task
-from estimators.base import Estimator, EstimatorError
+from estimators.base import Estimator, EstimatorError, recording, variance_backward
 
 
 class Diverged(RuntimeError):
@@ -118,6 +118,13 @@ def train(
     With ``checkpoints``: it continues from ``checkpoints.resumed`` when there is one (the step after it,
     bit-identical to the uninterrupted run on CPU), and hands ``checkpoints.after_step`` the state at the end
     of every step (step 0: after its probe), which saves what is due and stops the run on a signal.
+
+    An estimator with parameters of its own (``Estimator.own_parameters``: REBAR's η and λ, RELAX's network)
+    gets an optimizer of its own (``estimator.make_optimizer()``, built after the first training estimate so
+    that it sees a network sized at that call), which steps on the variance objective
+    (``estimators.base.variance_backward``) after the task's optimizer steps, at every training step; the
+    task's optimizer never sees these parameters, and probes measure the estimator as it is, without updating
+    it. Plain estimators train with ``loss.backward()`` alone.
     """
     parameters = list(task.parameters())
     planned = probe_steps(config.steps, config.probe.every)
@@ -133,6 +140,8 @@ def train(
     data = torch.Generator(device=device).manual_seed(config.seed)  # the run's data generator, on its device
     synchronize, forked = synchronizer(device), cuda_indices(task)
     next_batch = batch_source(task, data)
+    trains_own = bool(estimator.own_parameters())
+    own_optimizer: torch.optim.Optimizer | None = None  # the estimator's own parameters' (see above)
 
     def evaluate() -> dict[str, float]:
         with evaluation_weights(optimizer):
@@ -163,7 +172,7 @@ def train(
 
     def state() -> dict[str, Any]:  # everything the next step depends on (bench.checkpoint)
         return {
-            **capture(task, estimator, optimizer, data),
+            **capture(task, estimator, optimizer, data, own_optimizer),
             "step": step,
             "rows": list(recorder.rows),
             "timing": {"step": step_times, "optimizer": optimizer_times, "estimate": estimate_times},
@@ -175,7 +184,7 @@ def train(
     step = 0
     resumed = checkpoints.resumed if checkpoints is not None else None
     if resumed is not None:
-        restore(resumed, task, estimator, optimizer, data)
+        own_optimizer = restore(resumed, task, estimator, optimizer, data)
         step = recorder.completed_steps = resumed["step"]
         recorder.rows[:] = resumed["rows"]
         step_times[:], optimizer_times[:] = resumed["timing"]["step"], resumed["timing"]["optimizer"]
@@ -206,9 +215,18 @@ def train(
         batch = next_batch(step)
         synchronize()  # on a GPU, the clock is read when the queued work is done (no-op on the CPU)
         estimate_started = clock()
-        loss = task.loss(estimator, samples, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if trains_own:
+            with recording(estimator) as calls:  # the distribution parameters of each estimator call
+                loss = task.loss(estimator, samples, batch)
+            optimizer.zero_grad(set_to_none=True)
+            if own_optimizer is None:
+                own_optimizer = estimator.make_optimizer()
+            own_optimizer.zero_grad(set_to_none=True)
+            variance_backward(loss, calls, estimator)
+        else:
+            loss = task.loss(estimator, samples, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         synchronize()
         estimate_times.append(clock() - estimate_started)
         value = loss.item()
@@ -227,6 +245,8 @@ def train(
                 f"at its first step it said: {error}. Check the task's settings (e.g. whether its gradients "
                 f"are sparse: task.sparse) against the optimizer."
             ) from None
+        if own_optimizer is not None:  # the estimator's own parameters (timed with the optimizer's step)
+            own_optimizer.step()
         synchronize()
         finished = clock()
         step_times.append(finished - started)

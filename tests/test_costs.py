@@ -25,6 +25,11 @@ EXPECTED = {
     "vq_st": (("task=vqvae",), 1, 1),
     "vq_rotation": (("task=vqvae",), 1, 1),
     "vq_stochastic": (("task=vqvae",), 1, 1),
+    "rebar": (("task=toy", "task.dim=3"), 2, 6),  # f at b, σ_λ(z) and σ_λ(z̃): 3S
+    "relax": (("task=toy", "task.dim=3"), 2, 6),  # as rebar (S with estimator.relaxed_objective=false)
+    "lax": (("task=gaussian", "task.dim=3"), 2, 2),
+    "gst": (("task=vae",), 2, 2),
+    "leg": (("task=vae",), 2, 2 * (1 + 4 * 7)),  # S·(1 + L(C − 1)): 4 coupled variables of 8 classes
     "none": (("task=embedding", "task.train_size=2000", "task.test_size=100"), 4, 1),  # nothing sampled
 }
 
