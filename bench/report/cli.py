@@ -45,6 +45,19 @@ def parser() -> argparse.ArgumentParser:
         "(into --out, default ROOT itself)",
     )
     result.add_argument(
+        "--publish",
+        type=Path,
+        default=None,
+        metavar="PAGE_DIR",
+        help="write the results page into PAGE_DIR (e.g. docs/results) from the studies' runs below ROOT "
+        "(ROOT/publish/<study>/, as python -m bench.publish runs them; bench.report.publish)",
+    )
+    result.add_argument(
+        "--from-summaries",
+        action="store_true",
+        help="ROOT is a results page folder (e.g. docs/results): redraw the page from its committed tables",
+    )
+    result.add_argument(
         "--target",
         action="append",
         default=[],
@@ -93,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             f"error: {arguments.root} is not a folder; give the folder that holds your runs.", file=sys.stderr
         )
         return 2
+    if arguments.publish is not None or arguments.from_summaries:
+        return publish_page(arguments.root, arguments.publish, arguments.from_summaries)
     try:
         if arguments.from_tables:
             directory = write_from_tables(arguments.root, arguments.out, options)
@@ -107,4 +122,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}. {hint}", file=sys.stderr)
         return 2
     print(f"report written to {directory / 'report.md'} (summary.csv, curves.csv and figures beside it)")
+    return 0
+
+
+def publish_page(root: Path, page: Path | None, from_summaries: bool) -> int:
+    """``--publish PAGE_DIR ROOT`` or ``--from-summaries PAGE_DIR``: the results page; exit 2 when there is
+    nothing to write it from."""
+    from bench.report.publish import render_page, write_page
+
+    try:
+        written = render_page(root) if from_summaries else write_page(root, page)
+    except FileNotFoundError as error:
+        hint = (
+            "Give the results page's folder (docs/results), which holds a folder of tables per study."
+            if from_summaries
+            else "Run the studies first: python -m bench.publish."
+        )
+        print(f"error: {error}. {hint}", file=sys.stderr)
+        return 2
+    print(f"results page written to {written}")
     return 0

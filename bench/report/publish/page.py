@@ -1,0 +1,485 @@
+"""The results page: ``docs/results/README.md`` with every study's tables and figures (``studies.STUDIES``).
+
+``write_page(root, out)`` reads each study's runs below ``root/publish/<name>/``, writes its tidy tables into
+``out/<name>/`` (``summary.csv`` with labels and the tasks' report declarations, ``curves.csv``, and the
+same-point studies' ``study.csv`` and ``paired.csv``), and renders the page from those tables as read back;
+``render_page(out)`` renders it from the committed tables alone (``--from-summaries``), so the two give the
+same page. Every number on it comes from the tables: the intervals over seeds (``bench.report``), the
+budget (runs, seeds, steps, summed wall time), the machine, versions, dates and commits of the runs; the
+sentence under each figure is computed from the numbers the figure draws.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+import seaborn
+
+from bench.report.figures import figure_bias_variance, figure_panels, figure_scale, output, palette_for
+from bench.report.gradients import error_parts
+from bench.report.markdown import GENERIC_PANELS, analyse, main_table, markdown_table, section_lines
+from bench.report.publish.studies import DEFAULT_BUDGET, STUDIES, Study
+from bench.report.read import CURVES_TABLE, SUMMARY_TABLE, load_runs, read_tables, write_tables
+from bench.report.study.markdown import task_lines
+from bench.report.study.statistics import (
+    aggregate,
+    baseline_of,
+    fixed_members,
+    member_label,
+    over_seeds,
+    wide,
+)
+from bench.report.study.tables import STUDY_TABLES, collect_study_tables, read_study_tables
+from bench.report.write import curves_of, numeric
+
+PAGE = "README.md"
+PUBLISH_DIR = "publish"
+DPI = 100
+TABLES = (SUMMARY_TABLE, CURVES_TABLE, *STUDY_TABLES)
+LEFT_OUT_METRICS = ("train_loss", "tau")
+"""Metrics of curves.csv the page draws nothing from (the training loss is logged every few steps: most of
+the table's size)."""
+
+
+def study_folder(root: Path, study: Study) -> Path:
+    """Where ``python -m bench.publish`` runs ``study`` (its ``hydra.sweep.dir``)."""
+    return Path(root) / PUBLISH_DIR / study.name
+
+
+def finished_dates(root: Path, runs: pd.Series) -> list[str]:
+    """Each run's end (its summary.json's modification time) as a UTC date."""
+    return [
+        datetime.fromtimestamp((root / run / "summary.json").stat().st_mtime, tz=timezone.utc).strftime(
+            "%Y-%m-%d"
+        )
+        for run in runs
+    ]
+
+
+def write_study_tables(root: Path, study: Study, directory: Path) -> bool:
+    """The tidy tables of ``study``'s runs in ``directory``; False (and no tables) when it has no runs."""
+    folder = study_folder(root, study) / study.runs
+    runs = load_runs(folder) if folder.is_dir() else None
+    for name in TABLES:
+        (directory / name).unlink(missing_ok=True)
+    if runs is None or runs.summaries.empty:
+        return False
+    directory.mkdir(parents=True, exist_ok=True)
+    runs.summaries["root"] = str(study_folder(Path(root.name), study) / study.runs)
+    runs.summaries["finished"] = finished_dates(folder, runs.summaries["run"])
+    runs.metrics = runs.metrics[~runs.metrics["metric"].isin(LEFT_OUT_METRICS)]
+    write_tables(runs, directory)
+    collect_study_tables(folder, directory)
+    if (directory / STUDY_TABLES[0]).is_file():
+        shrink_study_tables(directory)
+    return True
+
+
+DROPPED_COLUMNS = ["run", "params_digest"]
+PAIRED_FOR_ALL = ("mse_difference_se", "mse_difference_se_unpaired", "squared_error_correlation")
+PAIRED_FOR_BASELINE = ("mse_ratio", "mse_difference", *PAIRED_FOR_ALL)
+PAIRED_FOR_VARIANTS = ("mse_ratio", "variance_ratio")
+
+
+def shrink_study_tables(directory: Path) -> None:
+    """The study tables without what the page does not read (the checkpoints' parameter digests; the pairs'
+    rows the study's Markdown and figures never look at), text kept as written."""
+    options = {"dtype": str, "keep_default_na": False, "na_values": []}
+    study = pd.read_csv(directory / STUDY_TABLES[0], **options)
+    study.drop(columns=DROPPED_COLUMNS, errors="ignore").to_csv(directory / STUDY_TABLES[0], index=False)
+    path = directory / STUDY_TABLES[1]
+    if not path.is_file():
+        return
+    paired = pd.read_csv(path, **options)
+    baseline = paired["study_baseline"]
+    fixed = paired["variant"] == "fixed"
+    metric = paired["metric"]
+    keep = (
+        (fixed & (paired["estimator"] < paired["baseline"]) & metric.isin(PAIRED_FOR_ALL))
+        | (fixed & (paired["baseline"] == baseline) & metric.isin(PAIRED_FOR_BASELINE))
+        | (~fixed & (paired["baseline"] == baseline) & metric.isin(PAIRED_FOR_VARIANTS))
+        | ((paired["estimator"] == baseline) & (metric == "mse_ratio"))
+    )
+    paired[keep].drop(columns=DROPPED_COLUMNS, errors="ignore").to_csv(path, index=False)
+
+
+def write_page(root: Path, out: Path, studies: tuple[Study, ...] = STUDIES) -> Path:
+    """Tables of every study's runs below ``root`` into ``out``, then the page from them; returns its path.
+    FileNotFoundError when no study has runs."""
+    root, out = Path(root), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    found = []
+    for study in studies:
+        if write_study_tables(root, study, out / study.name):
+            found.append(study.name)
+        print(f"  {study.name}: " + ("tables written" if found[-1:] == [study.name] else "no runs yet"))
+    if not found:
+        raise FileNotFoundError(
+            f"no runs of any study below {root / PUBLISH_DIR} (run python -m bench.publish first)"
+        )
+    return render_page(out, studies)
+
+
+# ---- From the tables to the page ------------------------------------------------------------------------
+
+
+def clear_figures(directory: Path) -> None:
+    """Remove what a previous rendering wrote into ``directory`` (everything but the tidy tables)."""
+    for path in directory.iterdir():
+        if path.is_file() and path.name not in TABLES:
+            path.unlink()
+
+
+def render_page(out: Path, studies: tuple[Study, ...] = STUDIES) -> Path:
+    """The page from the tables in ``out/<study>/`` (writing the figures there); returns its path.
+    FileNotFoundError when no study has tables."""
+    out = Path(out)
+    tables = {
+        study.name: out / study.name for study in studies if (out / study.name / SUMMARY_TABLE).is_file()
+    }
+    if not tables:
+        raise FileNotFoundError(f"no study tables (<study>/{SUMMARY_TABLE}) in {out}")
+    summaries = {name: read_tables(directory).summaries for name, directory in tables.items()}
+    lines = header_lines(studies, summaries)
+    for study in studies:
+        print(f"  rendering {study.name}", flush=True)
+        lines += study_lines(study, out / study.name) if study.name in tables else missing_lines(study)
+    (out / PAGE).write_text("\n".join(lines).rstrip("\n") + "\n")
+    return out / PAGE
+
+
+def command_of(study: Study) -> str:
+    multirun = "-m " if study.command == "bench" else ""
+    return f"python -m {study.command} {multirun}{' '.join(study.overrides)}"
+
+
+def missing_lines(study: Study) -> list[str]:
+    return [
+        f"## {study.title}",
+        "",
+        f"Not run yet: `python -m bench.publish --only {study.name}` runs it (`{command_of(study)}`).",
+        "",
+    ]
+
+
+def unique_text(values: pd.Series, limit: int = 4) -> str:
+    found = sorted({str(value) for value in values.dropna()})
+    return ", ".join(found[:limit]) + (f" and {len(found) - limit} more" if len(found) > limit else "")
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f}"
+
+
+def commits_text(summaries: pd.DataFrame) -> str:
+    counts = summaries["git_commit"].fillna("unknown").astype(str).str[:7].value_counts()
+    return ", ".join(f"`{commit}` ({count} runs)" for commit, count in sorted(counts.items()))
+
+
+def header_lines(studies: tuple[Study, ...], summaries: dict[str, pd.DataFrame]) -> list[str]:
+    """Title, how to regenerate, the budget, the machine, versions, dates and commits, and the studies."""
+    every = pd.concat(summaries.values(), ignore_index=True)
+    wall = pd.to_numeric(every["wall_time_s"], errors="coerce")
+    dates = sorted(every["finished"].dropna().astype(str)) if "finished" in every else []
+    rows = []
+    for study in studies:
+        found = summaries.get(study.name)
+        if found is None:
+            rows.append({"study": f"[{study.title}](#{anchor(study.title)})", "runs ok/total": "not run"})
+            continue
+        ok = int((found["status"] == "ok").sum())
+        rows.append(
+            {
+                "study": f"[{study.title}](#{anchor(study.title)})",
+                "runs ok/total": f"{ok}/{len(found)}",
+                "seeds": str(found["seed"].nunique()),
+                "steps": unique_text(pd.to_numeric(found["steps"], errors="coerce").astype("Int64")),
+                "run wall time, min": minutes(pd.to_numeric(found["wall_time_s"], errors="coerce").sum()),
+                "command": f"`{command_of(study)}`",
+            }
+        )
+    table = pd.DataFrame(rows).fillna("")
+    versions = ", ".join(
+        f"{name} {unique_text(every[column])}"
+        for name, column in (
+            ("Python", "python_version"),
+            ("torch", "torch_version"),
+            ("NumPy", "numpy_version"),
+            ("Hydra", "hydra_version"),
+        )
+        if column in every
+    )
+    plotting = f"matplotlib {minor(matplotlib.__version__)}, seaborn {minor(seaborn.__version__)}"
+    return [
+        "# Results",
+        "",
+        "Every table and figure of this page is regenerated by one command, `python -m bench.publish`: it "
+        "runs (or resumes) every study below into `results/publish/<study>/`, then rewrites this folder from "
+        "the run files (`python -m bench.report --publish docs/results results/`). "
+        "`python -m bench.report --from-summaries docs/results` redraws the page from the tables committed "
+        "beside it (`<study>/summary.csv`, `<study>/curves.csv`, and `study.csv` / `paired.csv` for the "
+        "same-point studies: labels and the tasks' report declarations included) without running anything.",
+        "",
+        f"**Budget.** The default sizes (seeds, steps) are meant for {DEFAULT_BUDGET}. These runs took "
+        f"{minutes(wall.sum())} minutes of run wall time summed over {len(every)} runs "
+        f"({int((every['status'] == 'ok').sum())} ok). To scale a study up on a GPU or a cluster, override "
+        "its seeds or steps: `python -m bench.publish --results results_large --set "
+        "vq_estimators:seed=0,1,2,3,4 --set vq_estimators:steps=1500` (any `NAME:KEY=VALUE` replaces that "
+        "study's override; `--jobs N` runs N at a time; `python -m bench.publish --dry-run` prints every "
+        "command).",
+        "",
+        f"**Machine and versions** (from the runs' `summary.json`): {unique_text(every['device_name'])} "
+        f"({unique_text(every['device'])}), {unique_text(every['threads'])} thread(s) per run; {versions}; "
+        f"figures drawn with {plotting}. Runs finished "
+        + (f"{dates[0]} to {dates[-1]}" if dates else "on unknown dates")
+        + f" (UTC), at commit(s) {commits_text(every)}.",
+        "",
+        "**Intervals.** Every interval is the 95% interval over seeds (runs of one seed averaged first; "
+        "a t-interval, geometric for scale quantities such as variances and times; the same-point studies "
+        "use a bootstrap over seeds), as in `python -m bench.report`; `seeds` is the number of seeds behind "
+        "each row. Differences whose intervals overlap are not resolved by these runs.",
+        "",
+        markdown_table(table),
+        "",
+    ]
+
+
+def minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def anchor(title: str) -> str:
+    """GitHub's anchor of a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", title.lower())
+    return text.replace(" ", "-")
+
+
+def relink(lines: list[str], folder: str) -> list[str]:
+    """Image links of a study's Markdown made relative to the page (the figures are in ``folder``)."""
+    return [re.sub(r"!\[([^\]]*)\]\(([^)/]+)\)", rf"![\1]({folder}/\2)", line) for line in lines]
+
+
+def study_lines(study: Study, directory: Path) -> list[str]:
+    """A study's part of the page, rendered from its tables in ``directory`` (figures written there)."""
+    clear_figures(directory)
+    tables = read_tables(directory)
+    summaries = numeric(tables.summaries)
+    curves = curves_of(summaries, tables.metrics)
+    palette = palette_for(summaries["label"].astype(str).unique().tolist())
+    lines = [f"## {study.title}", "", study.about, "", *facts(study, summaries)]
+    with output(DPI, pdf=False):
+        if "study" in study.figures:
+            lines += same_point_lines(directory)
+        else:
+            for task in sorted(summaries["task"].unique()):
+                lines += task_part(study, task, summaries, curves[curves["task"] == task], palette, directory)
+    return relink(lines, study.name)
+
+
+def facts(study: Study, summaries: pd.DataFrame) -> list[str]:
+    """The study's budget: runs, seeds, steps, S and M, its summed wall time, and the command."""
+    ok = summaries[summaries["status"] == "ok"]
+    parts = [
+        f"{len(ok)}/{len(summaries)} runs ok",
+        f"seeds {unique_text(summaries['seed'].astype('Int64'), 10)}",
+        f"{unique_text(summaries['steps'].astype('Int64'))} steps",
+    ]
+    if "samples" in summaries and summaries["samples"].notna().any():
+        parts.append(f"S = {unique_text(summaries['samples'].astype('Int64'))}")
+    if "probe_draws" in summaries and summaries["probe_draws"].notna().any():
+        parts.append(f"M = {unique_text(summaries['probe_draws'].astype('Int64'))} probe draws")
+    parts.append(f"{minutes(summaries['wall_time_s'].sum())} min of run wall time summed")
+    return [f"Budget: {'; '.join(parts)}. Command: `{command_of(study)}`.", ""]
+
+
+def task_part(
+    study: Study, task: str, summaries: pd.DataFrame, curves: pd.DataFrame, palette: dict, directory: Path
+) -> list[str]:
+    """One task of an own-trajectory study: the main table and the study's figures, each with its sentence."""
+    analysis = analyse(task, summaries, curves)
+    lines = [f"### Task `{task}`", "", *main_table(analysis)]
+    for kind in study.figures:
+        if kind.startswith("section:"):
+            name = kind.partition(":")[2]
+            sections = [section for section in analysis.declaration.sections if section.name == name]
+            for section in sections:
+                found = section_lines(task, section, analysis.runs, curves, palette, directory)
+                lines += found
+                if (directory / f"{task}_{section.name}.csv").is_file():
+                    title = section.panels[0].title if section.panels else name
+                    lines += [curve_sentence(directory / f"{task}_{section.name}.csv", title), ""]
+        elif kind in ("objective", "validation_objective"):
+            panel = GENERIC_PANELS[kind]
+            name = figure_panels(task, f"{task}_{kind}", "", (panel,), curves, palette, directory)
+            if name:
+                lines += [
+                    f"![{task} {kind}]({name})",
+                    "",
+                    curve_sentence(directory / f"{task}_{kind}.csv", panel.title),
+                    "",
+                ]
+        elif kind == "bias_variance":
+            lines += bias_variance_lines(task, analysis, palette, directory)
+        elif kind == "variance":
+            values = analysis.point.values
+            if "grad_variance" in values:
+                name = figure_scale(task, values, "grad_variance", analysis.point.title, palette, directory)
+                if name:
+                    lines += [
+                        f"![{task} variance]({name})",
+                        "",
+                        scale_sentence(directory / f"{task}_variance.csv"),
+                        "",
+                    ]
+    return lines
+
+
+def curve_sentence(path: Path, title: str) -> str:
+    """What a figure over training steps shows, from the numbers it draws (``<figure>.csv``): the lowest
+    and highest configuration at the last step that every configuration reached, and whether their
+    intervals overlap."""
+    data = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    data = data[data["panel"] == data["panel"].iloc[0]]
+    last = data.groupby("label")["step"].max().min()
+    at = data[data["step"] == last].dropna(subset=["center"]).sort_values(["center", "label"])
+    intro = (
+        f"{title[:1].upper()}{title[1:]} over training steps, per configuration (line: mean over seeds, "
+        "band: 95% interval)"
+    )
+    if len(at) < 2:
+        return intro + "."
+    low, high = at.iloc[0], at.iloc[-1]
+    overlap = not (float(low["high"]) < float(high["low"]))
+    return (
+        f"{intro}; at step {int(last)} the lowest is {low['label']} ({low['center']:.4g}) and the highest "
+        f"{high['label']} ({high['center']:.4g})"
+        + ("; their intervals overlap." if overlap else "; their intervals do not overlap.")
+    )
+
+
+def scale_sentence(path: Path) -> str:
+    data = pd.read_csv(path, keep_default_na=False, na_values=[""]).sort_values(["center", "label"])
+    data = data[data["center"] > 0]
+    low, high = data.iloc[0], data.iloc[-1]
+    return (
+        f"Gradient variance per configuration (geometric mean over seeds ×/÷ its 95% interval): smallest for "
+        f"{low['label']} ({low['center']:.3g}), largest for {high['label']} ({high['center']:.3g})."
+    )
+
+
+def bias_variance_lines(task: str, analysis, palette: dict, directory: Path) -> list[str]:
+    """The squared bias against variance figure with its sentence (a task with a reference gradient)."""
+    values = analysis.point.values
+    if analysis.reference == "none" or values.empty:
+        return []
+    parts = error_parts(analysis.point, analysis.deterministic)
+    draws = (
+        pd.to_numeric(values["probe_draws"], errors="coerce").median()
+        if "probe_draws" in values
+        else math.nan
+    )
+    verdicts = analysis.verdicts.at_point(analysis.point.same_parameters) if analysis.verdicts else {}
+    name = figure_bias_variance(task, parts, float(draws), analysis.point.title, verdicts, palette, directory)
+    if not name:
+        return []
+    data = pd.read_csv(directory / f"{task}_bias_variance.csv", keep_default_na=False, na_values=[""])
+    data = data.sort_values(["variance", "label"])
+    biased = sorted(label for label in data["label"] if verdicts.get(label, (0, 0))[0] > 0)
+    tested = sorted(label for label in data["label"] if verdicts.get(label, (0, 0))[1] > 0)
+    not_biased = [label for label in tested if label not in biased]
+    aside = sorted(analysis.deterministic)
+    sentence = (
+        f"Squared bias against variance of one estimate at {analysis.point.title} (relative to ‖g*‖² where "
+        f"every run has it): the smallest variance is {data.iloc[0]['label']}'s "
+        f"({data.iloc[0]['variance']:.3g}), the largest {data.iloc[-1]['label']}'s "
+        f"({data.iloc[-1]['variance']:.3g}); the bias test rejects zero "
+        f"bias there for {', '.join(biased) or 'none'} and not for {', '.join(not_biased) or 'none'}"
+        + (f"; {', '.join(aside)} (draws do not vary) is not drawn." if aside else ".")
+    )
+    return [f"![{task} bias and variance]({name})", "", sentence, ""]
+
+
+# ---- Same-point gradient studies ------------------------------------------------------------------------
+
+
+def same_point_lines(directory: Path) -> list[str]:
+    """Per task and trajectory, the study's tables and figures (``bench.report.study``), each figure with
+    its sentence."""
+    tables = read_study_tables(directory)
+    if tables is None:
+        return ["No study tables (study.csv) for this study.", ""]
+    study, paired = tables
+    lines = []
+    for task in sorted(study["task"].unique()):
+        found = task_lines(task, study[study["task"] == task], paired[paired["task"] == task], directory)
+        found = [line.replace("### ", "#### ", 1) if line.startswith("### ") else line for line in found]
+        sentences = study_sentences(study[study["task"] == task], paired[paired["task"] == task])
+        for line in found:
+            lines.append(line)
+            match = re.match(r"!\[(study_[^\]]*)\]", line)
+            if match and match.group(1) in sentences:
+                lines += ["", sentences[match.group(1)]]
+    return lines
+
+
+def study_sentences(study: pd.DataFrame, paired: pd.DataFrame) -> dict[str, str]:
+    """Figure stem → a sentence computed from the study's tables, for the progress and paired figures."""
+    members = wide(study)
+    fixed = fixed_members(paired, members)
+    keep = [(e, float(s)) in fixed for e, s in zip(members["estimator"], members["samples"], strict=True)]
+    members = members[keep]
+    baseline = baseline_of(study, members)
+    found = {}
+    task = str(study["task"].iloc[0])
+    for trajectory in sorted(members["trajectory"].unique()):
+        stem = f"study_{task}_{trajectory}"
+        summary = aggregate(members[members["trajectory"] == trajectory], baseline)
+        mse = [
+            (value[0], member_label(e, s))
+            for e, s, value in zip(summary["estimator"], summary["samples"], summary["mse"], strict=True)
+            if not math.isnan(value[0])
+        ]
+        if mse:
+            mse.sort()
+            found[f"{stem}_progress"] = (
+                f"MSE, variance and the true gradient's norm at every checkpoint (line: geometric mean over "
+                f"seeds; band: min–max over seeds); over checkpoints and seeds the MSE relative to "
+                f"{baseline}'s is lowest for {mse[0][1]} ({mse[0][0]:.3g}) and highest for {mse[-1][1]} "
+                f"({mse[-1][0]:.3g})."
+            )
+        chosen = paired[
+            (paired["trajectory"] == trajectory)
+            & (paired["variant"] == "fixed")
+            & (paired["baseline"] == baseline)
+            & (paired["metric"] == "mse_ratio")
+        ]
+        if not chosen.empty:
+            below, above = [], []
+            for (estimator, samples), group in chosen.groupby(["estimator", "samples"]):
+                means = [over_seeds(values, log=True)[0] for _, values in group.groupby("step")["value"]]
+                if all(value < 1 for value in means):
+                    below.append(member_label(estimator, samples))
+                elif all(value > 1 for value in means):
+                    above.append(member_label(estimator, samples))
+            found[f"{stem}_paired"] = (
+                f"Each estimator's MSE over {baseline}'s at each checkpoint, paired on the same draws' noise "
+                f"(geometric mean over seeds); below 1 at every checkpoint: {', '.join(below) or 'none'}; "
+                f"above 1 at every checkpoint: {', '.join(above) or 'none'}; the others cross 1 along "
+                "training."
+            )
+    return found
+
+
+def copy_tables(source: Path, target: Path, studies: tuple[Study, ...] = STUDIES) -> None:
+    """The committed tables of ``source`` (a page folder) copied into ``target``, study by study."""
+    for study in studies:
+        for name in TABLES:
+            if (source / study.name / name).is_file():
+                (target / study.name).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source / study.name / name, target / study.name / name)

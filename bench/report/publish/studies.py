@@ -1,0 +1,150 @@
+"""The studies of the results page (``docs/results/``), one row each: what runs, with which overrides, and
+which figures the page shows. Adding a study to the page is one ``Study(...)`` line in ``STUDIES``.
+
+Each study's runs go to ``ROOT/publish/<name>/`` (``hydra.sweep.dir``), so re-running ``python -m
+bench.publish`` resumes every sweep (finished runs are skipped). The default sizes (seeds, steps) keep the
+whole page near ``DEFAULT_BUDGET``; ``python -m bench.publish --set NAME:KEY=VALUE`` changes one study's
+override (e.g. ``--set vq_estimators:seed=0,1,2,3,4 --set vq_estimators:steps=1500``) to scale it up on a GPU
+or a cluster, into another ``--results`` folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+DEFAULT_BUDGET = "about 30 minutes on 2 CPU cores (two runs at a time, one thread each)"
+
+FIGURES = {
+    "objective": "the objective over training steps",
+    "validation_objective": "the validation objective over training steps",
+    "bias_variance": "squared bias against variance at the probe point",
+    "variance": "the gradient variance per configuration at the probe point",
+    "study": "the same-point gradient study's figures",
+}
+"""Figure kinds a study can show; besides these, ``section:<name>`` shows a task's declared section
+(``task.report``) with its table and figure."""
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study of the results page.
+
+    ``overrides``: the study's ``python -m bench -m`` (or ``python -m bench.tune``) arguments, swept keys
+    as ``key=a,b,c``; ``about``: a paragraph saying what is compared; ``figures``: what the page shows (keys
+    of ``FIGURES`` or ``section:<name>``); ``command``: ``bench`` (a Hydra multirun) or ``bench.tune`` (the
+    two-stage tuning protocol); ``runs``: the subfolder of the study's folder whose runs the page reports
+    (``final`` for a tuned study: its stage-2 runs).
+    """
+
+    name: str
+    title: str
+    overrides: tuple[str, ...]
+    about: str
+    figures: tuple[str, ...] = ("objective",)
+    command: str = "bench"
+    runs: str = ""
+
+    def with_override(self, item: str) -> Study:
+        """This study with ``KEY=VALUE`` replacing its override of KEY (or added)."""
+        key = item.partition("=")[0]
+        kept = tuple(existing for existing in self.overrides if existing.partition("=")[0] != key)
+        return replace(self, overrides=(*kept, item))
+
+
+SEEDS5 = "seed=0,1,2,3,4"
+
+STUDIES: tuple[Study, ...] = (
+    Study(
+        "toy_estimators",
+        "Estimators on the toy task",
+        (
+            "task=toy",
+            "samples=2",
+            "estimator=score_function,rloo,disarm,st,gumbel,gumbel_st,reinmax,exact",
+            SEEDS5,
+        ),
+        "One Bernoulli variable, f(b) = (b − 0.45)², the analytic gradient as reference; every estimator at "
+        "S = 2 samples, Adam, 500 steps.",
+        ("bias_variance", "objective"),
+    ),
+    Study(
+        "toy_gradient_study",
+        "Same-point gradient study on the toy task",
+        ("+experiment=toy_gradient_study",),
+        "Every sampling estimator probed at the checkpoints of one trajectory (trained by exact enumeration "
+        "from p(b = 1) = 0.3), with common random numbers.",
+        ("study",),
+    ),
+    Study(
+        "gaussian_estimators",
+        "Estimators on the Gaussian task",
+        ("task=gaussian", "samples=2", "estimator=reparam,score_function,rloo,measure_valued", SEEDS5),
+        "z ~ N(μ, σ²), f(z) = (z − 1)², the analytic gradient as reference; every estimator at S = 2 "
+        "samples, Adam, 500 steps.",
+        ("bias_variance", "objective"),
+    ),
+    Study(
+        "vae_estimators",
+        "Estimators on the categorical VAE (own trajectories)",
+        ("+experiment=vae_estimators", "steps=500", "probe.every=500"),
+        "The digits VAE with 4 categorical latents of 8 classes (4096 codes: the exact gradient is the "
+        "reference); each estimator trains its own model at S = 2, so its gradient statistics at the end are "
+        "at its own parameters; the table's gradient columns are at step 0, where every estimator of a seed "
+        "has the same parameters.",
+        ("bias_variance", "validation_objective"),
+    ),
+    Study(
+        "vae_gradient_study",
+        "Same-point gradient study on the categorical VAE",
+        ("+experiment=vae_gradient_study",),
+        "Every sampling estimator probed at the checkpoints of a trajectory trained by exact enumeration, "
+        "with common random numbers: gradient quality at the same parameters.",
+        ("study",),
+    ),
+    Study(
+        "vq_estimators",
+        "Vector-quantization estimators on the VQ-VAE",
+        ("+experiment=vq_estimators", "steps=1000", "probe.every=100", "seed=0,1,2"),
+        "Straight-through, the rotation trick and stochastic VQ (through straight-through Gumbel-Softmax), "
+        "the codebook trained by its loss or by EMA; there is no reference gradient.",
+        ("section:codebook",),
+    ),
+    Study(
+        "categorical_vae_estimators",
+        "MNIST-size categorical VAE on the digits28 stand-in (reduced)",
+        (
+            "+experiment=categorical_vae_estimators",
+            "task=categorical_vae_20x10",
+            "estimator=gumbel,gumbel_st,st,reinmax",
+            "steps=500",
+            "probe.every=250",
+            "probe.draws=64",
+            "seed=0,1,2",
+        ),
+        "Jang et al.'s 20 × 10 categorical VAE (784-512-256 MLPs) on the offline 28 × 28 stand-in (not "
+        "MNIST), one sample per image, Adam at 1e-3; 500 of the protocol's 100,000 steps, so this shows the "
+        "start of training only.",
+        ("validation_objective",),
+    ),
+    Study(
+        "optimizers_embedding",
+        "Optimizers on a sparse-gradient embedding table",
+        ("+experiment=optimizers_embedding", "steps=400"),
+        "Adam, lazy Adam, torch's SparseAdam and Lookahead over Adam on a 100,000 × 32 embedding table with "
+        "Zipf token frequencies (learning rates as configured, not tuned); 400 of the experiment's 800 "
+        "steps.",
+        ("objective", "section:test_accuracy"),
+    ),
+    Study(
+        "optimizers_vae",
+        "Optimizers on the categorical VAE",
+        ("+experiment=optimizers_vae",),
+        "Adam against Lookahead(Adam) (k = 5, α = 0.5) training the digits VAE with Gumbel-Softmax "
+        "(learning rates as configured, not tuned).",
+        ("objective",),
+    ),
+)
+
+
+def by_name(studies: tuple[Study, ...] = STUDIES) -> dict[str, Study]:
+    return {study.name: study for study in studies}
