@@ -206,6 +206,13 @@ def setup(config: DictConfig) -> tuple[Task, Estimator, torch.optim.Optimizer]:
             status="skipped",
         )
     task = build(config.task) if task is None else task
+    if estimator_cls.multi_sample and not task.multi_sample:
+        raise ConfigError(
+            f"Estimator '{config.estimator.name}' trains a multi-sample objective (the K-sample importance-"
+            f"weighted bound), and task '{config.task.name}' has none with these settings"
+            f"{' (set task.objective=iwae)' if 'objective' in config.task else ''}.",
+            status="skipped",
+        )
     estimator = build(config.estimator)
     if config.samples is None:  # each estimator's smallest sample count: 1, or 2 for a leave-one-out baseline
         config.samples = estimator.min_samples

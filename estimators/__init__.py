@@ -18,6 +18,8 @@ from estimators.reparam import Reparam
 from estimators.schedule import TemperatureSchedule
 from estimators.score_function import ScoreFunction
 from estimators.st import StraightThrough
+from estimators.unordered_set import UnorderedSet
+from estimators.vimco import VIMCO
 from estimators.vq_rotation import VQRotation
 from estimators.vq_st import VQStraightThrough
 from estimators.vq_stochastic import StochasticVQ
@@ -42,6 +44,8 @@ __all__ = [
     "StochasticVQ",
     "StraightThrough",
     "TemperatureSchedule",
+    "UnorderedSet",
+    "VIMCO",
     "VQRotation",
     "VQStraightThrough",
 ]

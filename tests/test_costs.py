@@ -30,6 +30,8 @@ EXPECTED = {
     "lax": (("task=gaussian", "task.dim=3"), 2, 2),
     "gst": (("task=vae",), 2, 2),
     "leg": (("task=vae",), 2, 2 * (1 + 4 * 7)),  # S·(1 + L(C − 1)): 4 coupled variables of 8 classes
+    "vimco": (("task=vae", "task.objective=iwae", "task.iwae_samples=3"), 2, 2),  # S K-sets, one f each
+    "unordered_set": (("task=toy", "task.dim=3"), 4, 4),  # min(S, C^m) distinct outcomes, here 4 of 2³
     "none": (("task=embedding", "task.train_size=2000", "task.test_size=100"), 4, 1),  # nothing sampled
 }
 

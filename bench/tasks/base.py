@@ -87,6 +87,9 @@ class Task(nn.Module):
     # The best objective any parameters can reach, where it is known (analytic for toy and gaussian): the
     # report's default time-to-target is a stated fraction of the way from the initial objective to it.
     best_known_objective: float | None = None
+    # True where ``objective`` is a multi-sample objective (``estimators.base.ImportanceWeighted``: a VAE with
+    # objective=iwae); only then can an estimator with ``multi_sample`` (VIMCO) train it.
+    multi_sample: bool = False
 
     def distribution(self, batch: Any) -> Any:
         raise NotImplementedError

@@ -43,6 +43,14 @@ time-to-target and tuning read, so that the test set chooses nothing), computed 
 codes while C^L ≤ 4096 (with ``test_nll`` = exact −log p(x) = −log Σ_z p(z) p(x|z)); above that, estimated
 with ``eval_samples`` samples from q per test image drawn from a fixed generator (with ``test_nll_iwae``,
 the importance-weighted bound of Burda et al. 2016 on −log p(x) from the same samples).
+
+``objective="iwae"`` trains the K-sample importance-weighted bound (Burda, Grosse & Salakhutdinov 2016)
+instead, K = ``iwae_samples``: the loss is −E[log (1/K) Σ_k exp w_k], w_k = log p(x, z_k) − log q(z_k | x),
+z_1 … z_K ~ q i.i.d., with no separate KL term. ``distribution`` then gives the encoder logits expanded to
+(B, K, L, C), one copy per draw of a K-set, and ``objective`` a multi-sample objective
+(``estimators.base.ImportanceWeighted``) that returns the K log-weights of each image; an estimator drawing S
+samples draws S independent K-sets. The exact reference enumerates C^(K·L) outcomes (while that is at most
+4096); ``evaluate`` still reports the test −ELBO as ``objective``.
 """
 
 from __future__ import annotations
@@ -67,11 +75,13 @@ from bench.tasks.data import (
     mlp,
     widths,
 )
+from estimators.base import ImportanceWeighted
 from estimators.exact import Exact, all_outcomes
 
 EXACT_LIMIT = 4096  # the largest C^L for which the exact gradient is the probes' reference
 LATENTS = ("categorical", "bernoulli")
 PRIORS = ("uniform", "learned")
+OBJECTIVES = ("elbo", "iwae")
 TRAIN_EVAL_POINTS = 1000  # train −ELBO is measured on the first this many training images
 EVAL_SEED = 12345  # Monte Carlo evaluation (C^L > 4096) draws from its own fixed generator
 CHUNK = 512  # data points per chunk in evaluate()
@@ -98,6 +108,8 @@ class VAE(Task):
         activation: str = "relu",
         negative_slope: float = 0.01,
         prior: str = "uniform",
+        objective: str = "elbo",
+        iwae_samples: int = 5,
     ) -> None:
         super().__init__()
         check_arguments(
@@ -108,6 +120,8 @@ class VAE(Task):
                 activation=activation,
                 negative_slope=negative_slope,
                 prior=prior,
+                objective=objective,
+                iwae_samples=iwae_samples,
             ),
             {
                 "latent": one_of(LATENTS),
@@ -121,6 +135,11 @@ class VAE(Task):
                 "prior": one_of(PRIORS).explained(
                     "uniform: p(z) uniform over the codes; learned: factorized, with trained logits."
                 ),
+                "objective": one_of(OBJECTIVES).explained(
+                    "elbo: the negative ELBO; iwae: the negative K-sample importance-weighted bound, "
+                    "K = task.iwae_samples."
+                ),
+                "iwae_samples": whole(least=1),
             },
         )
         self.bernoulli = latent == "bernoulli"
@@ -159,7 +178,12 @@ class VAE(Task):
         )
         self.codes = self.classes**self.variables
         self.enumerable = self.codes <= EXACT_LIMIT
-        self.reference = choose_reference(reference, self.codes, EXACT_LIMIT)
+        # A multi-sample objective (objective=iwae): K draws per image, C^(K·L) outcomes to enumerate.
+        self.multi_sample = objective == "iwae"
+        self.iwae_samples = int(iwae_samples) if self.multi_sample else 1
+        outcomes = self.codes**self.iwae_samples
+        self.reference_enumerable = outcomes <= EXACT_LIMIT
+        self.reference = choose_reference(reference, outcomes, EXACT_LIMIT)
         self.reference_draws = int(reference_draws)
         self.data_name, self.binarization = str(data), binarization
         self.dynamic = binarization == "dynamic"
@@ -194,6 +218,13 @@ class VAE(Task):
     # --- the objective ----------------------------------------------------------------------------------
 
     def distribution(self, batch: Tensor) -> Tensor:
+        """Encoder logits, shape (B, L, C); with objective=iwae expanded to (B, K, L, C), one per draw."""
+        logits = self.encode(batch)
+        if self.multi_sample:
+            return logits.unsqueeze(1).expand(-1, self.iwae_samples, -1, -1)
+        return logits
+
+    def encode(self, batch: Tensor) -> Tensor:
         """Encoder logits, shape (B, L, C)."""
         logits = self.encoder(batch)
         if self.bernoulli:
@@ -205,6 +236,24 @@ class VAE(Task):
         return self.decoder(z[..., 1] if self.bernoulli else z.flatten(-2))
 
     def objective(self, batch: Tensor):
+        if self.multi_sample:
+            return ImportanceWeighted(
+                self.importance_log_weights(batch), set_dim=1, default=lambda: self.distribution(batch)
+            )
+        return self.negative_log_likelihood(batch)
+
+    def importance_log_weights(self, batch: Tensor):
+        """The K log-weights w = log p(x | z) + log p(z) − log q(z | x) of codes z (K, ..., B, L, C), with the
+        encoder logits aligned with them: shape (K, ..., B)."""
+        negative_log_likelihood = self.negative_log_likelihood(batch)
+
+        def log_weights(z: Tensor, logits: Tensor) -> Tensor:
+            log_q = (z * logits.log_softmax(-1)).sum((-1, -2))
+            return -negative_log_likelihood(z) + self.code_log_prior(z) - log_q
+
+        return log_weights
+
+    def negative_log_likelihood(self, batch: Tensor):
         def negative_log_likelihood(z: Tensor) -> Tensor:
             if z.dim() >= 3 and z.shape[-3] > 1 and z.stride(-3) == 0:
                 # The same codes for every image (the exact estimator's enumeration is a broadcast view):
@@ -219,7 +268,9 @@ class VAE(Task):
         return negative_log_likelihood
 
     def deterministic(self, params: Tensor, batch: Any = None) -> Tensor:
-        """KL(q(z|x) ‖ p(z)), analytic, averaged over the batch."""
+        """KL(q(z|x) ‖ p(z)), analytic, averaged over the batch; none for objective=iwae."""
+        if self.multi_sample:
+            return torch.zeros((), device=params.device)
         return self.kl(params).mean()
 
     def log_prior(self) -> Tensor | None:
@@ -252,7 +303,7 @@ class VAE(Task):
         return {f"encoder.{name}": parameter for name, parameter in self.encoder.named_parameters()}
 
     def reference_gradient(self, batch: Tensor) -> list[Tensor] | None:
-        if not self.enumerable:
+        if not self.reference_enumerable:
             return None
         with torch.enable_grad():
             loss = self.loss(Exact(max_outcomes=EXACT_LIMIT), 1, batch)
@@ -269,7 +320,7 @@ class VAE(Task):
         codes = self.all_codes()  # (K, L, C)
         logits = self.decode(codes)  # (K, D): the decoder never sees x, so one pass serves every image
         log_likelihood = images @ logits.T - F.softplus(logits).sum(-1)  # (N, K)
-        encoder_logits = self.distribution(images).log_softmax(-1)  # (N, L, C)
+        encoder_logits = self.encode(images).log_softmax(-1)  # (N, L, C)
         log_q = encoder_logits.flatten(-2) @ codes.flatten(-2).T  # (N, K): Σ_l log q(z_l | x), one-hot z
         reconstruction = -(log_q.exp() * log_likelihood).sum(-1)
         kl = self.kl(encoder_logits)
@@ -281,7 +332,7 @@ class VAE(Task):
 
     def sampled_terms(self, images: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
         """Per image, from ``eval_samples`` draws z ~ q: estimated E_q[−log p(x|z)], exact KL, IWAE bound."""
-        encoder_logits = self.distribution(images).log_softmax(-1)
+        encoder_logits = self.encode(images).log_softmax(-1)
         uniform = torch.rand(
             (self.eval_samples, *encoder_logits.shape), generator=generator, device=generator.device
         )
