@@ -162,6 +162,13 @@ def fit_estimator_parameters(
     not depend on the estimator's parameters), with the estimator's own ``optimizer`` where it has one (a
     callable ``estimator.optimizer(parameters)``), else Adam with learning rate ``lr``. Returns the steps
     taken (0: nothing to train).
+
+    The fit starts from the estimator's initial state at every checkpoint (its network built by
+    ``initial_states``), not from a training run's: a study's trajectory is trained by another estimator. With
+    the configured optimizer (``conf/estimator/rebar.yaml``, ``relax.yaml``: Adam, learning rate 1e-3) and
+    ``study.variance_steps`` = 100 this is a brief fit: η and λ move by at most about 0.1, so rebar and relax
+    are measured near their initial control variates (relax's network output starts at 0); raise
+    ``study.variance_steps`` or the estimator's ``optimizer.lr`` for a fuller fit.
     """
     own = [parameter for parameter in estimator.parameters() if parameter.requires_grad]
     if not own or steps <= 0:
@@ -244,6 +251,16 @@ def measure(
     return Measured(member, statistics, norms)
 
 
-def initial_states(members: list[Member]) -> list[dict[str, Tensor]]:
-    """Each member's state before any checkpoint: every checkpoint starts from it (no carry-over)."""
+def initial_states(
+    members: list[Member], task: Task | None = None, params: Any = None, objective: Any = None
+) -> list[dict[str, Tensor]]:
+    """Each member's state before any checkpoint: every checkpoint starts from it (no carry-over).
+
+    With ``task``, ``params`` and ``objective`` (the first checkpoint's), an estimator with parameters of its
+    own is called once first (no gradient, the global generator forked), so that a part it sizes at its first
+    call (RELAX's network) exists in the state every checkpoint starts from."""
+    for member in members:
+        if task is not None and member.estimator.own_parameters():
+            with torch.random.fork_rng(devices=devices_of(task)), torch.no_grad():
+                member.estimator(params, objective, member.samples)
     return [copy.deepcopy(member.estimator.state_dict()) for member in members]

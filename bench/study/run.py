@@ -125,7 +125,7 @@ def run_study(
                     f"no estimator to study on task {config.task.name}: "
                     + "; ".join(f"{name}: {why}" for name, why in left_out.items())
                 )
-            states = initial_states(members)
+            states = initial_states(members, task, params, task.objective(batch))
         prefix = (trajectory, seed, index, step)
         with torch.no_grad():
             evaluation = task.evaluate()
