@@ -98,6 +98,19 @@ def variance_at(name: str, seed: int, fit_steps: int, draws: int, lr: float) -> 
     return float(probe(task, estimator, 1, draws)["grad_variance"])
 
 
+def run(names: list[str], args: argparse.Namespace) -> tuple[dict, dict]:
+    """The training traces and the variances at p(b = 1) = 0.3 of every estimator and seed."""
+    traces = {
+        name: [train(name, seed, args.steps, args.lr, args.every) for seed in range(args.seeds)]
+        for name in names
+    }
+    variances = {
+        name: [variance_at(name, seed, args.fit_steps, args.draws, args.lr) for seed in range(args.seeds)]
+        for name in names
+    }
+    return traces, variances
+
+
 def quartiles(values: list[float]) -> tuple[float, float, float]:
     q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
     return q1, median, q3
@@ -113,25 +126,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--draws", type=int, default=4096)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "relax_toy")
     parser.add_argument("--estimators", default="score_function,rebar,relax")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        help="relax_toy.json files of runs of the same settings over different --estimators: "
+        "run in parallel, plotted and printed together; plot and print them together instead of running",
+    )
     args = parser.parse_args(argv)
     if args.seeds < 2 or args.steps < args.every or args.every < 1 or args.draws < 2 or args.fit_steps < 0:
         parser.error("need --seeds >= 2, --every >= 1, --steps >= --every, --draws >= 2, --fit-steps >= 0")
     torch.set_num_threads(1)
     names = args.estimators.split(",")
     started = time.perf_counter()
-    traces = {
-        name: [train(name, seed, args.steps, args.lr, args.every) for seed in range(args.seeds)]
-        for name in names
-    }
-    variances = {
-        name: [variance_at(name, seed, args.fit_steps, args.draws, args.lr) for seed in range(args.seeds)]
-        for name in names
-    }
+    if args.merge:
+        loaded = [json.loads(path.read_text()) for path in args.merge]
+        names = [name for each in loaded for name in each["traces"]]
+        traces = {name: each["traces"][name] for each in loaded for name in each["traces"]}
+        variances = {name: each["variance_at_p0.3"][name] for each in loaded for name in each["traces"]}
+        first = loaded[0]
+        args.seeds, args.steps, args.every, args.lr = (
+            first["seeds"],
+            first["steps"],
+            first["every"],
+            first["lr"],
+        )
+        args.fit_steps, args.draws = first["fit_steps"], first["draws"]
+    else:
+        traces, variances = run(names, args)
     steps = [0, *range(args.every, args.steps + 1, args.every)]
     result = {
         "target": TARGET,
         "seeds": args.seeds,
         "steps": args.steps,
+        "every": args.every,
         "lr": args.lr,
         "fit_steps": args.fit_steps,
         "draws": args.draws,
@@ -139,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_final_p": {name: statistics.median(trace[-1] for trace in traces[name]) for name in names},
         "variance_at_p0.3": variances,
         "median_variance_at_p0.3": {name: statistics.median(variances[name]) for name in names},
+        "traces": traces,
         "seconds": round(time.perf_counter() - started, 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)
