@@ -40,7 +40,7 @@ def test_the_ratios_match_the_sum_over_orders():
     # whole domain; the numerical integration agrees with the k! orders to 1e-7 in log (measured: 1e-9).
     generator = torch.Generator().manual_seed(0)
     worst = 0.0
-    for case in range(60):
+    for case in range(40):
         outcomes = int(torch.randint(3, 9, (1,), generator=generator))
         k = int(torch.randint(2, min(outcomes - 1, 5) + 1, (1,), generator=generator))
         logits = [0.1, 1.0, 3.0, 8.0][case % 4] * torch.randn(
