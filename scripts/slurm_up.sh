@@ -20,8 +20,48 @@ fi
 
 node_state() { sinfo -h -N -o '%T' 2>/dev/null | head -n1; }
 
-# Already up: nothing to do.
-if [[ -f $CONF ]] && command -v sinfo >/dev/null && [[ $(node_state) =~ ^(idle|mixed|allocated|completing) ]]; then
+# slurm.conf for this one node.
+wanted_conf() {
+    local hardware memory node
+    hardware=$(slurmd -C | head -n1)  # NodeName=... CPUs=... Boards=... ... RealMemory=...
+    memory=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$hardware")
+    node="${hardware% RealMemory=*} RealMemory=$((memory * 9 / 10))"  # some slack: the node never drains
+    cat <<EOF
+# Written by scripts/slurm_up.sh: a one-node cluster for gradbench's tests.
+ClusterName=gradbench
+SlurmctldHost=$(hostname -s)
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+StateSaveLocation=/var/spool/slurmctld
+SlurmdSpoolDir=/var/spool/slurmd
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd.pid
+SlurmctldLogFile=/var/log/slurm/slurmctld.log
+SlurmdLogFile=/var/log/slurm/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/affinity
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+ReturnToService=2
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+SchedulerType=sched/backfill
+InactiveLimit=0
+KillWait=30
+# A requeued job waits cred_expire seconds (default 120) before it may start again on the node that ran it.
+AuthInfo=cred_expire=10
+MinJobAge=300
+SlurmdTimeout=300
+$node State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+EOF
+}
+# Already up with this configuration: nothing to do.
+if [[ -f $CONF ]] && command -v sinfo >/dev/null && [[ $(node_state) =~ ^(idle|mixed|allocated|completing) ]] &&
+    [[ $(cat "$CONF") == "$(wanted_conf)" ]]; then
     say "already running: node $(hostname -s) is $(node_state)"
     exit 0
 fi
@@ -47,43 +87,8 @@ if ! pgrep -x munged >/dev/null; then
 fi
 munge -n | unmunge >/dev/null
 
-# slurm.conf for this one node.
 host=$(hostname -s)
-hardware=$(slurmd -C | head -n1)  # NodeName=... CPUs=... Boards=... ... RealMemory=...
-memory=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$hardware")
-node="${hardware% RealMemory=*} RealMemory=$((memory * 9 / 10))"  # some slack: the node never drains
-wanted=$(
-    cat <<EOF
-# Written by scripts/slurm_up.sh: a one-node cluster for gradbench's tests.
-ClusterName=gradbench
-SlurmctldHost=$host
-SlurmUser=root
-SlurmdUser=root
-AuthType=auth/munge
-StateSaveLocation=/var/spool/slurmctld
-SlurmdSpoolDir=/var/spool/slurmd
-SlurmctldPidFile=/run/slurmctld.pid
-SlurmdPidFile=/run/slurmd.pid
-SlurmctldLogFile=/var/log/slurm/slurmctld.log
-SlurmdLogFile=/var/log/slurm/slurmd.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/affinity
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-MpiDefault=none
-ReturnToService=2
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-SchedulerType=sched/backfill
-InactiveLimit=0
-KillWait=30
-MinJobAge=300
-SlurmdTimeout=300
-$node State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
-EOF
-)
+wanted=$(wanted_conf)
 install -d -m 0755 /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
 if [[ ! -f $CONF ]] || [[ $(cat "$CONF") != "$wanted" ]]; then
     printf '%s\n' "$wanted" >"$CONF"

@@ -134,13 +134,16 @@ def test_a_slurm_sweep_runs_every_job_with_its_cpus_and_a_job_stopped_by_its_tim
         job = f"{tasks[0].split('_')[0]}_0"  # seed 0
         assert job_state(job)[0] == "RUNNING"
         subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=20)
-        # submitit's handler requeues the job; SLURM holds a requeued job back (BeginTime) for a while.
+        # submitit's handler requeues the job; SLURM holds a requeued job back (BeginTime) for cred_expire.
         wait(lambda: job_state(job)[0] == "PENDING", "the requeue", 120, process, log)
         interrupted = json.loads((folder / "summary.json").read_text())
         assert interrupted["status"] == "interrupted" and "SIGUSR2" in interrupted["error"], interrupted
         stopped = interrupted["steps"]
         assert 100 <= stopped < 5000
-        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=20)
+        # Not forced to start at once (scontrol update StartTime=now): on the node that ran it, a requeued job
+        # cannot start until its old credential expires (slurm.conf AuthInfo=cred_expire, 10 s with
+        # scripts/slurm_up.sh, 120 s by default); started before that, slurmd kills it ("Job credential
+        # revoked") and the run is lost.
 
         process.wait(timeout=300)
         assert process.returncode == 0, log.read_text()[-3000:]
