@@ -198,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     right.set(
         yscale="log", xticks=range(len(names)), xticklabels=names, ylabel="variance of one estimate (S = 1)"
     )
-    right.set_title(f"at p(b = 1) = 0.3, own parameters fitted {args.fit_steps} steps ({args.draws} draws)")
+    right.set_title(
+        f"at p(b = 1) = 0.3, own parameters fitted {args.fit_steps} steps ({args.draws} draws)", fontsize=9
+    )
     figure.tight_layout()
     figure.savefig(args.out / "relax_toy.png", dpi=100)
 
