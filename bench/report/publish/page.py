@@ -42,7 +42,7 @@ PAGE = "README.md"
 PUBLISH_DIR = "publish"
 DPI = 100
 TABLES = (SUMMARY_TABLE, CURVES_TABLE, *STUDY_TABLES)
-LEFT_OUT_METRICS = ("train_loss", "tau")
+LEFT_OUT_METRICS = ("train_loss", "tau", "grad_bias", "grad_bias_se", "grad_snr")
 """Metrics of curves.csv the page draws nothing from (the training loss is logged every few steps: most of
 the table's size)."""
 
@@ -228,11 +228,12 @@ def header_lines(studies: tuple[Study, ...], summaries: dict[str, pd.DataFrame])
         "",
         f"**Budget.** The default sizes (seeds, steps) are meant for {DEFAULT_BUDGET}. These runs took "
         f"{minutes(wall.sum())} minutes of run wall time summed over {len(every)} runs "
-        f"({int((every['status'] == 'ok').sum())} ok). To scale a study up on a GPU or a cluster, override "
-        "its seeds or steps: `python -m bench.publish --results results_large --set "
-        "vq_estimators:seed=0,1,2,3,4 --set vq_estimators:steps=1500` (any `NAME:KEY=VALUE` replaces that "
-        "study's override; `--jobs N` runs N at a time; `python -m bench.publish --dry-run` prints every "
-        "command).",
+        f"({int((every['status'] == 'ok').sum())} ok; two at a time, that is about half as long in elapsed "
+        "time; run wall times grow when the cores are shared with other work). To scale a study up on a "
+        "GPU or a cluster, override its seeds or steps: `python -m bench.publish --results results_large "
+        "--set vq_estimators:seed=0,1,2,3,4 --set vq_estimators:steps=1500` (any `NAME:KEY=VALUE` replaces "
+        "that study's override; `--jobs N` runs N at a time; `python -m bench.publish --dry-run` prints "
+        "every command).",
         "",
         f"**Machine and versions** (from the runs' `summary.json`): {unique_text(every['device_name'])} "
         f"({unique_text(every['device'])}), {unique_text(every['threads'])} thread(s) per run; {versions}; "
@@ -394,13 +395,18 @@ def bias_variance_lines(task: str, analysis, palette: dict, directory: Path) -> 
     tested = sorted(label for label in data["label"] if verdicts.get(label, (0, 0))[1] > 0)
     not_biased = [label for label in tested if label not in biased]
     aside = sorted(analysis.deterministic)
+    rejects = (
+        f"the bias test rejects zero bias there for {', '.join(biased)}"
+        + (f" and not for {', '.join(not_biased)}" if not_biased else "")
+        if biased
+        else f"the bias test rejects zero bias there for none of {', '.join(not_biased)}"
+    )
     sentence = (
         f"Squared bias against variance of one estimate at {analysis.point.title} (relative to ‖g*‖² where "
         f"every run has it): the smallest variance is {data.iloc[0]['label']}'s "
         f"({data.iloc[0]['variance']:.3g}), the largest {data.iloc[-1]['label']}'s "
-        f"({data.iloc[-1]['variance']:.3g}); the bias test rejects zero "
-        f"bias there for {', '.join(biased) or 'none'} and not for {', '.join(not_biased) or 'none'}"
-        + (f"; {', '.join(aside)} (draws do not vary) is not drawn." if aside else ".")
+        f"({data.iloc[-1]['variance']:.3g}); {rejects}"
+        + (f"; not drawn (draws do not vary): {', '.join(aside)}." if aside else ".")
     )
     return [f"![{task} bias and variance]({name})", "", sentence, ""]
 

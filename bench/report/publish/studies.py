@@ -6,6 +6,12 @@ bench.publish`` resumes every sweep (finished runs are skipped). The default siz
 whole page near ``DEFAULT_BUDGET``; ``python -m bench.publish --set NAME:KEY=VALUE`` changes one study's
 override (e.g. ``--set vq_estimators:seed=0,1,2,3,4 --set vq_estimators:steps=1500``) to scale it up on a GPU
 or a cluster, into another ``--results`` folder.
+
+A study tuned by ``python -m bench.tune`` (each optimizer's grid, then the chosen settings with fresh seeds)
+is one line too; the page reports its stage-2 runs::
+
+    Study("optimizers_toy_tuned", "Tuned optimizers on the toy task", ("+experiment=optimizers_toy_tuned",),
+          "Adam, Lookahead and SGD, each tuned by the same protocol.", ("objective",), "bench.tune", "final"),
 """
 
 from __future__ import annotations
@@ -96,9 +102,10 @@ STUDIES: tuple[Study, ...] = (
     Study(
         "vae_gradient_study",
         "Same-point gradient study on the categorical VAE",
-        ("+experiment=vae_gradient_study",),
+        ("+experiment=vae_gradient_study", "steps=300", "study.steps=[0,10,30,100,300]"),
         "Every sampling estimator probed at the checkpoints of a trajectory trained by exact enumeration, "
-        "with common random numbers: gradient quality at the same parameters.",
+        "with common random numbers: gradient quality at the same parameters (300 of the experiment's 1000 "
+        "steps).",
         ("study",),
     ),
     Study(
@@ -115,7 +122,7 @@ STUDIES: tuple[Study, ...] = (
         (
             "+experiment=categorical_vae_estimators",
             "task=categorical_vae_20x10",
-            "estimator=gumbel,gumbel_st,st,reinmax",
+            "estimator=gumbel,st,reinmax",
             "steps=500",
             "probe.every=250",
             "probe.draws=64",
