@@ -92,3 +92,37 @@ def test_each_distinct_combination_trains_two_steps(experiment, point, tmp_path)
     summary = run(config, tmp_path)
     assert summary["status"] == "ok", summary["error"]
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 2
+
+
+def tuned_experiments() -> list[str]:
+    return [
+        name for name in experiments() if OmegaConf.load(CONF / "experiment" / f"{name}.yaml").get("tuning")
+    ]
+
+
+@pytest.mark.parametrize("experiment", tuned_experiments())
+def test_tuned_experiment_runs_both_stages(experiment, tmp_path):
+    """Stage 1 writes tuning.json; stage 2 reruns its choice with the final seeds, read from that file. The
+    study is cut to its first optimizer, first grid point and first condition, each run to two steps."""
+    from bench import tune
+
+    node = OmegaConf.to_container(OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml").tuning)
+    first, *others = node["optimizers"]
+    axes, _ = tune.split_grid(node["optimizers"][first], f"tuning.optimizers.{first}")
+    cut = [f"~tuning.optimizers.{name}" for name in others]
+    cut += [f"{key}=[{tune.text(values[0])}]" for key, values in axes.items()]
+    conditions = [f"{key}:[{tune.text(values[0])}]" for key, values in node.get("conditions", {}).items()]
+    cut += [f"tuning.conditions={{{','.join(conditions)}}}"] if conditions else []
+    config = make_config(f"+experiment={experiment}")
+    cheap = [f"{key}={value}" for key, value in CHEAP.items() if key != "probe.every"]
+    cheap = [item for item in cheap if OmegaConf.select(config, item.split("=")[0], default=None) is not None]
+    arguments = [f"+experiment={experiment}", *cheap, "progress=false", f"hydra.sweep.dir={tmp_path}", *cut]
+    assert tune.main([*arguments, "--stage", "1"]) == 0
+    document = json.loads((tmp_path / tune.TUNING_FILE).read_text())
+    [choice] = document["choices"]
+    assert choice["chosen"] is not None and len(choice["scores"]) == 1
+    assert tune.main([*arguments, "--stage", "2"]) == 0
+    summaries = sorted((tmp_path / choice["stage_two"]).glob("*/summary.json"))
+    seeds = sorted(json.loads(path.read_text())["seed"] for path in summaries)
+    assert seeds == sorted(document["final_seeds"])
+    assert all(json.loads(path.read_text())["status"] == "ok" for path in summaries)

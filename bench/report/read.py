@@ -60,14 +60,15 @@ def read_summary(path: Path) -> dict[str, Any]:
     return summary
 
 
-def load_runs(root: Path) -> Runs:
+def load_runs(root: Path, skip: tuple[str, ...] = ()) -> Runs:
     """Read every ``summary.json`` below ``root`` with the ``metrics.csv`` and resolved config beside it.
 
     Folders named ``report`` are not searched (the report's own output). A malformed summary or metrics
     file is skipped with a warning; the rest is still read. A run without ``.hydra/config.yaml`` is labelled
     from its summary. A run whose config has no ``task.report`` key (made without Hydra, or before its task
     declared one) takes the declaration of the bundled task config of the same name, if any;
-    ``task.report=null`` declares none.
+    ``task.report=null`` declares none. Runs whose folder (relative to ``root``, with a trailing ``/``) starts
+    with one of ``skip`` are not read (a tuned study's stage-1 runs, ``bench.report.tuning``).
     """
     root = Path(root)
     summaries, metrics, configs, skipped = [], [], {}, []
@@ -76,6 +77,8 @@ def load_runs(root: Path) -> Runs:
         if REPORT_DIR in path.relative_to(root).parts[:-1]:
             continue
         run = path.parent
+        if skip and (run.relative_to(root).as_posix() + "/").startswith(skip):
+            continue
         try:
             summary = read_summary(path)
         except (OSError, ValueError) as error:

@@ -26,6 +26,7 @@ from bench.report.read import (
     write_tables,
 )
 from bench.report.study import STUDY_TABLES, collect_study_tables, mark_study_runs, study_section
+from bench.report.tuning import TUNING_DIR, collect_tuning, stage_one_prefixes, tuning_section
 
 CURVE_RUN_COLUMNS = ("run", "label", "task", "status", "seed", "step_time_ms")
 COMPARISONS_TABLE = "comparisons.csv"
@@ -66,7 +67,8 @@ def render(runs: Runs, directory: Path, options: ReportOptions | None = None) ->
     palette = palette_for(summaries["label"].astype(str).unique().tolist())
     curves = curves_of(summaries, runs.metrics)
     text, rankings = report_text(summaries, curves, palette, directory, options, runs.skipped_files)
-    (directory / "report.md").write_text(text + study_section(directory))  # same-point gradient studies
+    tuned = tuning_section(directory, summaries, curves)  # tuned optimizer studies (bench.report.tuning)
+    (directory / "report.md").write_text(text + study_section(directory) + tuned)  # same-point studies
     write_comparisons(rankings, directory / COMPARISONS_TABLE)
 
 
@@ -76,13 +78,15 @@ def write_report(root: Path, out: Path | None = None, options: ReportOptions | N
     FileNotFoundError when no run summary is found.
     """
     root = Path(root)
-    runs = load_runs(root)
+    # A tuned study's stage-1 runs are scored in its tuning.json, not reported as configurations.
+    runs = load_runs(root, skip=tuple(stage_one_prefixes(root)))
     if runs.summaries.empty:
         raise FileNotFoundError(f"no run summaries (summary.json) found below {root}")
     directory = Path(out) if out is not None else root / REPORT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     write_tables(runs, directory)
     collect_study_tables(root, directory)  # study.csv and paired.csv of every study run (bench.report.study)
+    collect_tuning(root, directory)  # every tuned study's tuning.json (bench.report.tuning)
     tables = read_tables(directory)
     tables.skipped_files = runs.skipped_files
     render(tables, directory, options)
@@ -99,5 +103,7 @@ def write_from_tables(tables: Path, out: Path | None = None, options: ReportOpti
     for name in (SUMMARY_TABLE, CURVES_TABLE, *(name for name in STUDY_TABLES if (tables / name).exists())):
         if not (directory / name).exists() or not (directory / name).samefile(tables / name):
             shutil.copyfile(tables / name, directory / name)
+    if (tables / TUNING_DIR).is_dir() and not (directory / TUNING_DIR).exists():
+        shutil.copytree(tables / TUNING_DIR, directory / TUNING_DIR)
     render(runs, directory, options)
     return directory
