@@ -21,6 +21,8 @@ import matplotlib
 import pandas as pd
 import seaborn
 
+from bench.contract import PROBE_FIELDS
+from bench.report.declarations import task_declaration
 from bench.report.figures import figure_bias_variance, figure_panels, figure_scale, output, palette_for
 from bench.report.gradients import error_parts
 from bench.report.markdown import GENERIC_PANELS, analyse, main_table, markdown_table, section_lines
@@ -42,9 +44,23 @@ PAGE = "README.md"
 PUBLISH_DIR = "publish"
 DPI = 100
 TABLES = (SUMMARY_TABLE, CURVES_TABLE, *STUDY_TABLES)
-LEFT_OUT_METRICS = ("train_loss", "tau", "grad_bias", "grad_bias_se", "grad_snr")
-"""Metrics of curves.csv the page draws nothing from (the training loss is logged every few steps: most of
-the table's size)."""
+PAGE_METRICS = ("objective", "validation_objective", *PROBE_FIELDS)
+"""Metrics of curves.csv the page reads, besides those the tasks' report sections declare
+(``drawn_metrics``); the rest (the training loss, logged every few steps) is left out of the tables."""
+
+
+def drawn_metrics(summaries: pd.DataFrame) -> set[str]:
+    """``PAGE_METRICS`` and every metric of the runs' tasks' declared sections (columns and panels)."""
+    found = set(PAGE_METRICS)
+    for task in summaries["task"].unique():
+        declared = (
+            summaries.loc[summaries["task"] == task, "task_report"] if "task_report" in summaries else []
+        )
+        for section in task_declaration(declared, str(task)).sections:
+            found |= {column.metric for column in section.columns} | {
+                panel.metric for panel in section.panels
+            }
+    return found
 
 
 def study_folder(root: Path, study: Study) -> Path:
@@ -71,9 +87,15 @@ def write_study_tables(root: Path, study: Study, directory: Path) -> bool:
     if runs is None or runs.summaries.empty:
         return False
     directory.mkdir(parents=True, exist_ok=True)
-    runs.summaries["root"] = str(study_folder(Path(root.name), study) / study.runs)
-    runs.summaries["finished"] = finished_dates(folder, runs.summaries["run"])
-    runs.metrics = runs.metrics[~runs.metrics["metric"].isin(LEFT_OUT_METRICS)]
+    summaries = runs.summaries
+    summaries["root"] = str(study_folder(Path(root.name), study) / study.runs)
+    summaries["finished"] = finished_dates(folder, summaries["run"])
+    # Short run names: the folder's name (its overrides) on every row of curves.csv was most of its size.
+    short = {run: f"run{index:03d}" for index, run in enumerate(summaries["run"])}
+    summaries.insert(summaries.columns.get_loc("run") + 1, "folder", summaries["run"])
+    summaries["run"] = summaries["run"].map(short)
+    metrics = runs.metrics.assign(run=runs.metrics["run"].map(short))
+    runs.metrics = metrics[metrics["metric"].isin(drawn_metrics(summaries))]
     write_tables(runs, directory)
     collect_study_tables(folder, directory)
     if (directory / STUDY_TABLES[0]).is_file():
@@ -82,6 +104,8 @@ def write_study_tables(root: Path, study: Study, directory: Path) -> bool:
 
 
 DROPPED_COLUMNS = ["run", "params_digest"]
+STUDY_METRICS = ("grad_mse", "grad_variance", "grad_bias_p", "f_evals", "reference_norm", "draws")
+"""The rows of study.csv the study's Markdown and figures read (bench.report.study)."""
 PAIRED_FOR_ALL = ("mse_difference_se", "mse_difference_se_unpaired", "squared_error_correlation")
 PAIRED_FOR_BASELINE = ("mse_ratio", "mse_difference", *PAIRED_FOR_ALL)
 PAIRED_FOR_VARIANTS = ("mse_ratio", "variance_ratio")
@@ -92,6 +116,7 @@ def shrink_study_tables(directory: Path) -> None:
     rows the study's Markdown and figures never look at), text kept as written."""
     options = {"dtype": str, "keep_default_na": False, "na_values": []}
     study = pd.read_csv(directory / STUDY_TABLES[0], **options)
+    study = study[study["metric"].isin(STUDY_METRICS)]
     study.drop(columns=DROPPED_COLUMNS, errors="ignore").to_csv(directory / STUDY_TABLES[0], index=False)
     path = directory / STUDY_TABLES[1]
     if not path.is_file():
@@ -311,10 +336,12 @@ def task_part(
             sections = [section for section in analysis.declaration.sections if section.name == name]
             for section in sections:
                 found = section_lines(task, section, analysis.runs, curves, palette, directory)
+                figure = f"{task}_{section.name}"
+                if (directory / f"{figure}.csv").is_file():  # the sentence right below the figure
+                    at = next(i for i, line in enumerate(found) if line.startswith(f"![{figure}"))
+                    title = section.panels[0].title
+                    found[at + 2 : at + 2] = [curve_sentence(directory / f"{figure}.csv", title), ""]
                 lines += found
-                if (directory / f"{task}_{section.name}.csv").is_file():
-                    title = section.panels[0].title if section.panels else name
-                    lines += [curve_sentence(directory / f"{task}_{section.name}.csv", title), ""]
         elif kind in ("objective", "validation_objective"):
             panel = GENERIC_PANELS[kind]
             name = figure_panels(task, f"{task}_{kind}", "", (panel,), curves, palette, directory)
