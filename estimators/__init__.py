@@ -7,13 +7,16 @@ from estimators.base import Estimator, EstimatorError, Gaussian
 from estimators.codebook import Codebook, EMACodebook
 from estimators.disarm import DisARM
 from estimators.exact import Exact
+from estimators.gst import GappedStraightThrough
 from estimators.gumbel import Gumbel
 from estimators.gumbel_rao import GumbelRao
 from estimators.gumbel_st import GumbelST
 from estimators.leg import LocalExpectation
 from estimators.measure_valued import MeasureValued
 from estimators.none import NoSampling
+from estimators.rebar import REBAR
 from estimators.reinmax import ReinMax
+from estimators.relax import LAX, RELAX
 from estimators.reparam import Reparam
 from estimators.schedule import TemperatureSchedule
 from estimators.score_function import ScoreFunction
@@ -31,13 +34,17 @@ __all__ = [
     "Estimator",
     "EstimatorError",
     "Exact",
+    "GappedStraightThrough",
     "Gaussian",
     "Gumbel",
     "GumbelRao",
     "GumbelST",
+    "LAX",
     "LocalExpectation",
     "MeasureValued",
     "NoSampling",
+    "REBAR",
+    "RELAX",
     "ReinMax",
     "Reparam",
     "ScoreFunction",
