@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 import shutil
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,12 +23,13 @@ import pandas as pd
 import seaborn
 
 from bench.contract import PROBE_FIELDS
-from bench.report.declarations import task_declaration
+from bench.report.declarations import Panel, task_declaration
 from bench.report.figures import figure_bias_variance, figure_panels, figure_scale, output, palette_for
 from bench.report.gradients import error_parts
 from bench.report.markdown import GENERIC_PANELS, analyse, main_table, markdown_table, section_lines
 from bench.report.publish.studies import DEFAULT_BUDGET, STUDIES, Study
 from bench.report.read import CURVES_TABLE, SUMMARY_TABLE, load_runs, read_tables, write_tables
+from bench.report.statistics import on_log_scale
 from bench.report.study.markdown import task_lines
 from bench.report.study.statistics import (
     aggregate,
@@ -331,16 +333,17 @@ def task_part(
     analysis = analyse(task, summaries, curves)
     lines = [f"### Task `{task}`", "", *main_table(analysis)]
     for kind in study.figures:
-        if kind.startswith("section:"):
-            name = kind.partition(":")[2]
+        if kind.startswith(("section:", "table:")):
+            which, _, name = kind.partition(":")
             sections = [section for section in analysis.declaration.sections if section.name == name]
             for section in sections:
+                section = section if which == "section" else replace(section, panels=())
                 found = section_lines(task, section, analysis.runs, curves, palette, directory)
                 figure = f"{task}_{section.name}"
                 if (directory / f"{figure}.csv").is_file():  # the sentence right below the figure
                     at = next(i for i, line in enumerate(found) if line.startswith(f"![{figure}"))
-                    title = section.panels[0].title
-                    found[at + 2 : at + 2] = [curve_sentence(directory / f"{figure}.csv", title), ""]
+                    sentence = curve_sentence(directory / f"{figure}.csv", section.panels)
+                    found[at + 2 : at + 2] = [sentence, ""]
                 lines += found
         elif kind in ("objective", "validation_objective"):
             panel = GENERIC_PANELS[kind]
@@ -349,7 +352,7 @@ def task_part(
                 lines += [
                     f"![{task} {kind}]({name})",
                     "",
-                    curve_sentence(directory / f"{task}_{kind}.csv", panel.title),
+                    curve_sentence(directory / f"{task}_{kind}.csv", (panel,)),
                     "",
                 ]
         elif kind == "bias_variance":
@@ -368,18 +371,23 @@ def task_part(
     return lines
 
 
-def curve_sentence(path: Path, title: str) -> str:
-    """What a figure over training steps shows, from the numbers it draws (``<figure>.csv``): the lowest
-    and highest configuration at the last step that every configuration reached, and whether their
-    intervals overlap."""
+def curve_sentence(path: Path, panels: tuple[Panel, ...]) -> str:
+    """What a figure over training steps shows, from the numbers it draws (``<figure>.csv``): in its first
+    drawn panel, the lowest and highest configuration at the last step that every configuration reached,
+    and whether their intervals overlap."""
     data = pd.read_csv(path, keep_default_na=False, na_values=[""])
-    data = data[data["panel"] == data["panel"].iloc[0]]
+    drawn = [panel for panel in panels if panel.metric in set(data["panel"])]
+    panel = drawn[0]
+    data = data[data["panel"] == panel.metric]
     last = data.groupby("label")["step"].max().min()
     at = data[data["step"] == last].dropna(subset=["center"]).sort_values(["center", "label"])
-    intro = (
-        f"{title[:1].upper()}{title[1:]} over training steps, per configuration (line: mean over seeds, "
-        "band: 95% interval)"
+    title = panel.title[:1].upper() + panel.title[1:]
+    which = f"{len(drawn)} panels; the first: " if len(drawn) > 1 else ""
+    interval = (
+        "geometric mean ×/÷ 95% interval" if on_log_scale(panel.metric, panel.log) else "mean ± 95% interval"
     )
+    intro = f"{which}{title} over training steps, per configuration ({interval} over seeds)"
+    intro = intro[:1].upper() + intro[1:]
     if len(at) < 2:
         return intro + "."
     low, high = at.iloc[0], at.iloc[-1]

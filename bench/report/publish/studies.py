@@ -28,7 +28,7 @@ FIGURES = {
     "study": "the same-point gradient study's figures",
 }
 """Figure kinds a study can show; besides these, ``section:<name>`` shows a task's declared section
-(``task.report``) with its table and figure."""
+(``task.report``) with its table and figure, ``table:<name>`` its table alone."""
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,10 @@ class Study:
     """One study of the results page.
 
     ``overrides``: the study's ``python -m bench -m`` (or ``python -m bench.tune``) arguments, swept keys
-    as ``key=a,b,c``; ``about``: a paragraph saying what is compared; ``figures``: what the page shows (keys
-    of ``FIGURES`` or ``section:<name>``); ``command``: ``bench`` (a Hydra multirun) or ``bench.tune`` (the
-    two-stage tuning protocol); ``runs``: the subfolder of the study's folder whose runs the page reports
-    (``final`` for a tuned study: its stage-2 runs).
+    as ``key=a,b,c``; ``about``: a paragraph saying what is compared; ``figures``: what the page shows
+    (keys of ``FIGURES``, ``section:<name>`` or ``table:<name>``); ``command``: ``bench`` (a Hydra
+    multirun) or ``bench.tune`` (the two-stage tuning protocol); ``runs``: the subfolder of the study's
+    folder whose runs the page reports (``final`` for a tuned study: its stage-2 runs).
     """
 
     name: str
@@ -97,7 +97,7 @@ STUDIES: tuple[Study, ...] = (
         "reference); each estimator trains its own model at S = 2, so its gradient statistics at the end are "
         "at its own parameters; the table's gradient columns are at step 0, where every estimator of a seed "
         "has the same parameters.",
-        ("bias_variance", "validation_objective"),
+        ("bias_variance", "table:elbo"),
     ),
     Study(
         "vae_gradient_study",
@@ -131,7 +131,7 @@ STUDIES: tuple[Study, ...] = (
         "Jang et al.'s 20 × 10 categorical VAE (784-512-256 MLPs) on the offline 28 × 28 stand-in (not "
         "MNIST), one sample per image, Adam at 1e-3; 500 of the protocol's 100,000 steps, so this shows the "
         "start of training only.",
-        ("validation_objective",),
+        ("variance",),
     ),
     Study(
         "optimizers_embedding",
