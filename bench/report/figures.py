@@ -277,7 +277,7 @@ def figure_bias_variance(
         )
     columns = ["label", "variance", "variance_low", "variance_high", "bias", "bias_low", "bias_high", "seeds"]
     table = pd.DataFrame(rows, columns=columns)
-    figure, axis = plt.subplots(figsize=(7.5, 5.2))
+    figure, axis = plt.subplots(figsize=(9.5, 5.4))
     for row in table.itertuples():
         colour = palette[row.label]
         rejected, tested = verdicts.get(row.label, (0, 0))
@@ -313,11 +313,14 @@ def figure_bias_variance(
     axis.set(
         xlabel=f"variance of one estimate{unit} (log scale)",
         ylabel=f"squared bias ‖b‖²{unit} (symmetric log: linear within ±{threshold:.2g})",
-        title=f"{task}: squared bias against variance at {where}\n(variance: {interval_words(True)}; "
-        f"‖b‖²: {interval_words(False)}; over {count_text(table['seeds'].tolist())} seeds;\nfilled: the bias "
-        f"test rejects zero bias at 5% at {where} in at least one seed, Holm over the task's probes)" + exact,
+        title=f"{task}: squared bias against variance at {where}\n(variance: {interval_words(True)};\n"
+        f"‖b‖²: {interval_words(False)}; over {count_text(table['seeds'].tolist())} seeds;\n"
+        f"filled: the bias test rejects zero bias at 5% at {where} in at least one seed,\n"
+        "Holm over the task's probes)" + exact,
     )
-    axis.legend(fontsize=7, loc="best")
+    axis.title.set_fontsize(9)
+    # Outside the axes: inside, the legend hides the points it names.
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     axis.grid(which="both", alpha=0.3)
     return save(figure, directory, f"{task}_bias_variance", table.assign(panel="bias_variance"))
 
