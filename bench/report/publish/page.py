@@ -206,7 +206,9 @@ def minutes(seconds: float) -> str:
 
 def commits_text(summaries: pd.DataFrame) -> str:
     counts = summaries["git_commit"].fillna("unknown").astype(str).str[:7].value_counts()
-    return ", ".join(f"`{commit}` ({count} runs)" for commit, count in sorted(counts.items()))
+    return ", ".join(
+        f"`{commit}` ({count} run{'s' if count > 1 else ''})" for commit, count in sorted(counts.items())
+    )
 
 
 def header_lines(studies: tuple[Study, ...], summaries: dict[str, pd.DataFrame]) -> list[str]:
@@ -271,7 +273,8 @@ def header_lines(studies: tuple[Study, ...], summaries: dict[str, pd.DataFrame])
         "**Intervals.** Every interval is the 95% interval over seeds (runs of one seed averaged first; "
         "a t-interval, geometric for scale quantities such as variances and times; the same-point studies "
         "use a bootstrap over seeds), as in `python -m bench.report`; `seeds` is the number of seeds behind "
-        "each row. Differences whose intervals overlap are not resolved by these runs.",
+        "each row. Where two intervals overlap, the page does not claim a difference (paired tests over "
+        "seeds are in `python -m bench.report`'s full report of a study's folder).",
         "",
         markdown_table(table),
         "",
@@ -318,10 +321,10 @@ def facts(study: Study, summaries: pd.DataFrame) -> list[str]:
         f"seeds {unique_text(summaries['seed'].astype('Int64'), 10)}",
         f"{unique_text(summaries['steps'].astype('Int64'))} steps",
     ]
-    if "samples" in summaries and summaries["samples"].notna().any():
-        parts.append(f"S = {unique_text(summaries['samples'].astype('Int64'))}")
-    if "probe_draws" in summaries and summaries["probe_draws"].notna().any():
-        parts.append(f"M = {unique_text(summaries['probe_draws'].astype('Int64'))} probe draws")
+    if "study" not in study.figures:  # a study states its own S and M; the trajectories' are not those
+        for column, text in (("samples", "S = {}"), ("probe_draws", "M = {} probe draws")):
+            if column in summaries and summaries[column].notna().any():
+                parts.append(text.format(unique_text(summaries[column].astype("Int64"))))
     parts.append(f"{minutes(summaries['wall_time_s'].sum())} min of run wall time summed")
     return [f"Budget: {'; '.join(parts)}. Command: `{command_of(study)}`.", ""]
 
@@ -459,7 +462,6 @@ def same_point_lines(directory: Path) -> list[str]:
     lines = []
     for task in sorted(study["task"].unique()):
         found = task_lines(task, study[study["task"] == task], paired[paired["task"] == task], directory)
-        found = [line.replace("### ", "#### ", 1) if line.startswith("### ") else line for line in found]
         sentences = study_sentences(study[study["task"] == task], paired[paired["task"] == task])
         for line in found:
             lines.append(line)
@@ -481,18 +483,27 @@ def study_sentences(study: pd.DataFrame, paired: pd.DataFrame) -> dict[str, str]
     for trajectory in sorted(members["trajectory"].unique()):
         stem = f"study_{task}_{trajectory}"
         summary = aggregate(members[members["trajectory"] == trajectory], baseline)
-        mse = [
-            (value[0], member_label(e, s))
-            for e, s, value in zip(summary["estimator"], summary["samples"], summary["mse"], strict=True)
+        mse = sorted(
+            (value[0], member_label(e, s), cost)
+            for e, s, value, cost in zip(
+                summary["estimator"], summary["samples"], summary["mse"], summary["f_evals"], strict=True
+            )
             if not math.isnan(value[0])
-        ]
+        )
         if mse:
-            mse.sort()
+            costs = {label: cost for _, label, cost in mse}
+            base = next((cost for _, label, cost in mse if label.startswith(f"{baseline} (")), math.nan)
+            unequal = len({cost for cost in costs.values() if not math.isnan(cost)}) > 1
+            best = (
+                f", at {mse[0][2]:g} evaluations of f per estimate against {baseline}'s {base:g}"
+                if unequal and mse[0][2] != base
+                else ""
+            )
             found[f"{stem}_progress"] = (
                 f"MSE, variance and the true gradient's norm at every checkpoint (line: geometric mean over "
                 f"seeds; band: min–max over seeds); over checkpoints and seeds the MSE relative to "
-                f"{baseline}'s is lowest for {mse[0][1]} ({mse[0][0]:.3g}) and highest for {mse[-1][1]} "
-                f"({mse[-1][0]:.3g})."
+                f"{baseline}'s is lowest for {mse[0][1]} ({mse[0][0]:.3g}{best}) and highest for "
+                f"{mse[-1][1]} ({mse[-1][0]:.3g})."
             )
         chosen = paired[
             (paired["trajectory"] == trajectory)
@@ -501,18 +512,20 @@ def study_sentences(study: pd.DataFrame, paired: pd.DataFrame) -> dict[str, str]
             & (paired["metric"] == "mse_ratio")
         ]
         if not chosen.empty:
-            below, above = [], []
+            below, above, neither = [], [], []
             for (estimator, samples), group in chosen.groupby(["estimator", "samples"]):
                 means = [over_seeds(values, log=True)[0] for _, values in group.groupby("step")["value"]]
                 if all(value < 1 for value in means):
                     below.append(member_label(estimator, samples))
                 elif all(value > 1 for value in means):
                     above.append(member_label(estimator, samples))
+                else:
+                    neither.append(member_label(estimator, samples))
             found[f"{stem}_paired"] = (
                 f"Each estimator's MSE over {baseline}'s at each checkpoint, paired on the same draws' noise "
                 f"(geometric mean over seeds); below 1 at every checkpoint: {', '.join(below) or 'none'}; "
-                f"above 1 at every checkpoint: {', '.join(above) or 'none'}; the others cross 1 along "
-                "training."
+                f"above 1 at every checkpoint: {', '.join(above) or 'none'}; neither: "
+                f"{', '.join(neither) or 'none'}."
             )
     return found
 

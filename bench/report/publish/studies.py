@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-DEFAULT_BUDGET = "about 30 minutes on 2 CPU cores (two runs at a time, one thread each)"
+DEFAULT_BUDGET = "about 30–40 minutes of compute on 2 CPU cores (two runs at a time, one thread each)"
 
 FIGURES = {
     "objective": "the objective over training steps",
