@@ -120,8 +120,17 @@ def test_the_whole_page_is_what_the_committed_tables_give(tmp_path):
 def test_from_summaries_without_tables_exits_2(tmp_path, capsys):
     assert report_main(["--from-summaries", str(tmp_path)]) == 2
     assert "no study tables" in capsys.readouterr().err
-    assert report_main(["--publish", str(tmp_path / "page"), str(tmp_path)]) == 2
+
+
+def test_publish_without_runs_exits_2_and_leaves_the_tables(tmp_path, capsys):
+    page = tmp_path / "page"
+    copy_tables(PAGE_DIR, page)
+    before = {path: path.read_bytes() for path in page.rglob("*.csv")}
+    assert before
+    (tmp_path / "runs").mkdir()
+    assert report_main(["--publish", str(page), str(tmp_path / "runs")]) == 2
     assert "python -m bench.publish" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in page.rglob("*.csv")} == before
 
 
 @pytest.mark.parametrize(

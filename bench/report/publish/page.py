@@ -81,14 +81,15 @@ def finished_dates(root: Path, runs: pd.Series) -> list[str]:
 
 
 def write_study_tables(root: Path, study: Study, directory: Path) -> bool:
-    """The tidy tables of ``study``'s runs in ``directory``; False (and no tables) when it has no runs."""
+    """The tidy tables of ``study``'s runs in ``directory``, replacing what was there; False (and the tables
+    there left as they are) when it has no runs."""
     folder = study_folder(root, study) / study.runs
     runs = load_runs(folder) if folder.is_dir() else None
-    for name in TABLES:
-        (directory / name).unlink(missing_ok=True)
     if runs is None or runs.summaries.empty:
         return False
     directory.mkdir(parents=True, exist_ok=True)
+    for name in TABLES:
+        (directory / name).unlink(missing_ok=True)
     summaries = runs.summaries
     summaries["root"] = str(study_folder(Path(root.name), study) / study.runs)
     summaries["finished"] = finished_dates(folder, summaries["run"])
@@ -141,14 +142,16 @@ def write_page(root: Path, out: Path, studies: tuple[Study, ...] = STUDIES) -> P
     FileNotFoundError when no study has runs."""
     root, out = Path(root), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    found = []
-    for study in studies:
-        if write_study_tables(root, study, out / study.name):
-            found.append(study.name)
-        print(f"  {study.name}: " + ("tables written" if found[-1:] == [study.name] else "no runs yet"))
-    if not found:
+    if not any((study_folder(root, study) / study.runs).is_dir() for study in studies):
         raise FileNotFoundError(
             f"no runs of any study below {root / PUBLISH_DIR} (run python -m bench.publish first)"
+        )
+    for study in studies:
+        written = write_study_tables(root, study, out / study.name)
+        kept = (out / study.name / SUMMARY_TABLE).is_file()
+        print(
+            f"  {study.name}: "
+            + ("tables written" if written else "no runs: tables kept" if kept else "no runs")
         )
     return render_page(out, studies)
 
