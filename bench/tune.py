@@ -694,7 +694,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    arguments = parser().parse_args(argv)
+    arguments = parser().parse_intermixed_args(argv)
     try:
         study = study_from_command_line(arguments.overrides)
     except ConfigError as error:
