@@ -123,6 +123,11 @@ def setting_text(setting: dict[str, Any] | None) -> str:
     )
 
 
+def metric_of(document: dict[str, Any]) -> str:
+    """The metric stage 1 read (``objective`` where a task records no ``validation_objective``)."""
+    return ", ".join(sorted({choice.get("metric") or document["metric"] for choice in document["choices"]}))
+
+
 def budget_text(document: dict[str, Any]) -> str:
     """The tuning budget of a study, in one sentence."""
     choices = document["choices"]
@@ -130,11 +135,12 @@ def budget_text(document: dict[str, Any]) -> str:
     steps = sorted({choice["budget"]["steps"] for choice in choices if choice["budget"]["steps"]})
     per = sorted({choice["budget"]["settings"] for choice in choices})
     conditions = len({choice["condition_label"] for choice in choices})
+    metrics = metric_of(document)
     return (
         f"tuning budget: {runs} stage-1 runs of {'/'.join(map(str, steps))} steps "
         f"({'/'.join(map(str, per))} settings × {len(document['seeds'])} seeds per optimizer"
         f"{' and condition, ' + str(conditions) + ' conditions' if conditions > 1 else ''}), "
-        f"scored on the final {document['metric']}; reported over {len(document['final_seeds'])} fresh seeds"
+        f"scored on the final {metrics}; reported over {len(document['final_seeds'])} fresh seeds"
     )
 
 
@@ -395,7 +401,7 @@ def figure_sensitivity(table: pd.DataFrame, document: dict[str, Any], directory:
         axis.set_ylim(low - margin, top + 2 * margin)
         axis.set_title(condition if condition != "default" else document.get("task", ""), fontsize=8)
         axis.set_xlabel("learning rate")
-        axis.set_ylabel(f"final {document['metric']}", fontsize=8)
+        axis.set_ylabel(f"final {metric_of(document)}", fontsize=8)
         axis.grid(alpha=0.3)
     for axis in axes.ravel()[len(conditions) :]:
         axis.set_visible(False)
@@ -546,9 +552,10 @@ def tuning_section(directory: Path, summaries: pd.DataFrame, curves: pd.DataFram
             lines += [
                 f"![learning-rate sensitivity]({figure})",
                 "",
-                f"Final {document['metric']} of every stage-1 run against the learning rate (line: mean over "
-                f"the {len(document['seeds'])} stage-1 seeds; dots: seeds; ★: the chosen setting; ▲: above "
-                "the frame; ×: diverged or failed; other tuned axes at their best for each learning rate); "
+                f"Final {metric_of(document)} of every stage-1 run against the learning rate (line: mean "
+                f"over the {len(document['seeds'])} stage-1 seeds; dots: seeds; ★: the chosen setting; "
+                "▲: above the frame; ×: diverged or failed; other tuned axes at their best for each "
+                "learning rate); "
                 f"{budget}.",
                 "",
             ]
