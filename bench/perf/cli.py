@@ -24,6 +24,7 @@ import torch
 from bench.build import resolve_device
 from bench.errors import ConfigError
 from bench.perf.measurements import (
+    measure_estimate_time,
     measure_harness,
     measure_lazy_adam,
     measure_lookahead,
@@ -33,7 +34,16 @@ from bench.perf.measurements import (
 from bench.perf.timing import Result, load_average, machine
 from bench.results import ROOT, atomic_write_text, strict
 
-MEASUREMENTS = ("probe_toy", "probe_vae", "probe_vae_20x10", "harness", "lazy_adam", "lookahead", "sweep")
+MEASUREMENTS = (
+    "probe_toy",
+    "probe_vae",
+    "probe_vae_20x10",
+    "harness",
+    "estimate_time",
+    "lazy_adam",
+    "lookahead",
+    "sweep",
+)
 
 
 def seconds(value: float | None) -> str:
@@ -143,6 +153,9 @@ def main(arguments: list[str] | None = None) -> int:
             "categorical_vae_20x10", repeats, on, name="probe_vae_20x10", whole_probe=False, goal=None
         ),
         "harness": lambda: measure_harness(repeats, steps=40 if quick else 200, device=on),
+        "estimate_time": lambda: measure_estimate_time(
+            min(repeats, 3), steps=40 if quick else 300, device=on
+        ),
         "lazy_adam": lambda: measure_lazy_adam(
             repeats, rows=20_000 if quick else 1_000_000, dim=64, touched_fraction=0.01, steps=3
         ),

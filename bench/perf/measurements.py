@@ -11,6 +11,8 @@
   (VAE, ``gumbel``, Adam); goal ≤ 1.10×. ``harness_loop`` divides the wall time of the whole training loop
   (probes, evaluations and the metric file written at probes subtracted, so that logging and per-step
   bookkeeping count) by the steps.
+- ``measure_estimate_time``: the ``estimate_time_ms`` a VAE/gumbel run records, on quiet cores and while two
+  other runs train beside it (for information: what a time taken in a busy sweep is worth).
 - ``measure_lazy_adam``: one optimizer step on a large table with 1% of its rows in the gradient:
   ``optim.LazyAdam`` given the sparse gradient vs ``torch.optim.Adam`` given the dense one (goal ≥ 20×
   faster), and vs ``torch.optim.SparseAdam`` given the same sparse gradient with the same eps placement
@@ -230,6 +232,73 @@ def measure_harness(repeats: int, steps: int, device: str = "cpu") -> list[Resul
         loop.baseline_s.append(measured[bare][1])
         loop.candidate_s.append(measured[harness][1])
     return [step, loop]
+
+
+# --- estimate_time_ms on quiet cores and beside two other runs --------------------------------------------
+
+
+def measure_estimate_time(repeats: int, steps: int, device: str = "cpu") -> list[Result]:
+    """The ``estimate_time_ms`` a VAE/gumbel/Adam run records (the median forward and backward of one
+    estimate over its training steps), on quiet cores and again while two other runs (``python -m bench``,
+    one thread each, killed afterwards) train on the same machine: what a number taken in a busy sweep is
+    worth. The ratio is loaded / quiet; for information, no goal."""
+    overrides = (*VAE_GUMBEL_ADAM, f"steps={steps}", "probe.every=0", "probe.draws=2", f"device={device}")
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
+
+    def estimate_time() -> float:
+        import bench.runner as runner
+
+        task, estimator, optimizer, config = build(*overrides)
+        with tempfile.TemporaryDirectory() as directory:
+            measured = runner.train(config, task, estimator, optimizer, runner.Recorder(Path(directory)))
+        return measured["estimate_time_ms"] / 1000
+
+    def loaded() -> float:
+        with tempfile.TemporaryDirectory() as directory:
+            others = [
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench",
+                        *VAE_GUMBEL_ADAM,
+                        "steps=10000000",
+                        "probe.every=0",
+                        "threads=1",
+                        "progress=false",
+                        f"seed={index}",
+                        f"hydra.run.dir={directory}/{index}",
+                    ],
+                    cwd=ROOT,
+                    env=environment,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                for index in range(2)
+            ]
+            try:
+                deadline = time.monotonic() + 120  # until both have started their runs (.hydra/ written)
+                while time.monotonic() < deadline and not all(
+                    (Path(directory) / str(index) / ".hydra").exists() for index in range(2)
+                ):
+                    if any(other.poll() is not None for other in others):
+                        raise RuntimeError("a background run of the load ended before the measurement")
+                    time.sleep(0.2)
+                time.sleep(3.0)  # past their imports and set-up, into their training loops
+                return estimate_time()
+            finally:
+                for other in others:
+                    other.kill()
+                    other.wait()
+
+    result = Result(
+        "estimate_time_load",
+        f"estimate_time_ms of a VAE/gumbel run ({steps} steps): quiet cores vs two other runs beside it",
+        "quiet",
+        "beside 2 other runs",
+        "ratio",
+    )
+    return [paired(result, repeats, estimate_time, loaded)]
 
 
 # --- lazy Adam on a large, sparsely touched table --------------------------------------------------------
