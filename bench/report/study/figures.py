@@ -75,7 +75,10 @@ def figure_progress(
     axis.set_yscale("log")
     axis.set_title("‖g*‖, the true gradient (one line per seed)", fontsize=9)
     checkpoint_axis(axis, steps)
-    axes[0].legend(fontsize=7)
+    # Beside the last panel: inside the first, the legend hid the lines it names.
+    axes[-1].legend(
+        *axes[0].get_legend_handles_labels(), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0)
+    )
     figure.suptitle(title, fontsize=10)
     return save(figure, directory, stem)
 
