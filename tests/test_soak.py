@@ -1,14 +1,19 @@
 """A short fault-injection soak (``scripts/soak.py``): four runs of a joblib sweep under a few seconds of
 chaos (workers killed with SIGKILL, SIGTERM or SIGINT, the disk filled where a tmpfs can be mounted, a
 checkpoint corrupted), re-run until done: every run ends ok, with the metrics of a clean sweep. The full
-soak (105 runs) is the script's own."""
+soak (105 runs) is the script's own. Marked ``soak``: not in the default run (about 50 s), ``pytest -m soak``
+runs it."""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
 
+import pytest
+
 from tests.helpers import ROOT
+
+pytestmark = pytest.mark.soak
 
 
 def load_soak():
