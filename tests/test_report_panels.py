@@ -87,7 +87,7 @@ def report(tmp_path_factory) -> Path:
         "task.factory=tests.test_report_panels:make_task",
         f"task.name={TASK_NAME}",
         DECLARATION,
-        "estimator=score_function,gumbel_st",
+        "estimator=gumbel_st",
         "seed=0,1",
         "steps=20",
         "probe.every=10",
