@@ -9,8 +9,8 @@
 - ``measure_harness``: a training step of the harness (``bench.runner.train``: the median ``step_time_ms``
   it records) vs the bare loop (``bench.perf.bare``), which computes the same losses from the same seed
   (VAE, ``gumbel``, Adam); goal ≤ 1.10×. ``harness_loop`` divides the wall time of the whole training loop
-  (probes, evaluations and the metric file written at probes subtracted, so that logging and per-step
-  bookkeeping count) by the steps.
+  (probes, evaluations, the run's one count of f_evals and FLOPs and the metric file written at probes
+  subtracted, so that logging and per-step bookkeeping count) by the steps.
 - ``measure_estimate_time``: the ``estimate_time_ms`` a VAE/gumbel run records, on quiet cores and while two
   other runs train beside it (for information: what a time taken in a busy sweep is worth).
 - ``measure_lazy_adam``: one optimizer step on a large table with 1% of its rows in the gradient:
@@ -164,8 +164,8 @@ def measure_probe(
 
 def harness_run(overrides: tuple[str, ...], steps: int) -> tuple[float, float]:
     """One harness run (``bench.runner.train``) on a freshly built, seeded task: its median step time
-    (``step_time_ms``) and its loop's wall time per step without probes, evaluations and metric-file writes
-    (seconds)."""
+    (``step_time_ms``) and its loop's wall time per step without probes, evaluations, the count of f_evals
+    and FLOPs and metric-file writes (seconds)."""
     import bench.runner as runner
 
     task, estimator, optimizer, config = build(*overrides)
@@ -182,8 +182,10 @@ def harness_run(overrides: tuple[str, ...], steps: int) -> tuple[float, float]:
 
         return wrapper
 
-    original_probe = runner.probe
+    original_probe, original_costs = runner.probe, runner.deterministic_costs
     runner.probe = excluding(original_probe)
+    # f_evals and estimate_flops: counted once per run on the probe batch (a measurement, like the probes).
+    runner.deterministic_costs = excluding(original_costs)
     task.evaluate = excluding(task.evaluate)
     try:
         with tempfile.TemporaryDirectory() as directory:
@@ -193,7 +195,7 @@ def harness_run(overrides: tuple[str, ...], steps: int) -> tuple[float, float]:
             measured = runner.train(config, task, estimator, optimizer, recorder)
             total = time.perf_counter() - started - excluded
     finally:
-        runner.probe = original_probe
+        runner.probe, runner.deterministic_costs = original_probe, original_costs
     return measured["step_time_ms"] / 1000, total / steps
 
 
@@ -210,7 +212,7 @@ def measure_harness(repeats: int, steps: int, device: str = "cpu") -> list[Resul
     )
     loop = Result(
         "harness_loop",
-        "whole training loop per step (logging, bookkeeping; probes, evaluations, file writes subtracted)",
+        "whole training loop per step (logging, bookkeeping; probes, evaluations, costs, file writes out)",
         "bare PyTorch loop",
         "harness train()",
         "ratio",
