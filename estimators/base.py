@@ -160,6 +160,19 @@ def match_dims(values: Tensor, reference: Tensor) -> Tensor:
     return values.sum(dim=tuple(range(reference.dim(), reference.dim() + extra))) if extra else values
 
 
+def coupled_shape(values: Tensor, batch_shape: torch.Size, samples_shape: torch.Size) -> torch.Size:
+    """The batch dimensions f couples: f returned ``values`` of shape (S, *batch_shape[:k]) for samples of
+    shape ``samples_shape`` = (S, *batch_shape, ...); the rest, batch_shape[k:], it sums over. Refuses any
+    other shape of ``values``."""
+    kept = values.dim() - 1
+    if kept < 0 or kept > len(batch_shape) or values.shape[1:] != batch_shape[:kept]:
+        raise EstimatorError(
+            f"f returned values of shape {tuple(values.shape)} for samples of shape "
+            f"{tuple(samples_shape)}; f must return (samples, *batch[:k])."
+        )
+    return batch_shape[kept:]
+
+
 def check_temperature(tau: float) -> float:
     tau = float(tau)
     if not tau > 0 or tau != tau or tau == float("inf"):

@@ -30,7 +30,7 @@ import math
 import torch
 from torch import Tensor
 
-from estimators.base import Estimator, EstimatorError, Objective, gumbel_noise, one_hot_like
+from estimators.base import Estimator, EstimatorError, Objective, coupled_shape, gumbel_noise, one_hot_like
 from estimators.exact import Exact
 
 
@@ -61,14 +61,9 @@ class LocalExpectation(Estimator):
         index = (expanded + gumbel_noise(expanded.shape, logits)).argmax(-1)  # (S, *B): z ~ q (Gumbel-max)
         z = one_hot_like(index, expanded)
         values = f(z)  # (S, *B[:k])
-        kept = values.dim() - 1
-        if kept < 0 or kept > len(batch_shape) or values.shape[1:] != batch_shape[:kept]:
-            raise EstimatorError(
-                f"f returned values of shape {tuple(values.shape)} for samples of shape "
-                f"{tuple(z.shape)}; f must return (samples, *batch[:k])."
-            )
-        coupled_shape = batch_shape[kept:]
-        variables = math.prod(coupled_shape)
+        coupled = coupled_shape(values, batch_shape, z.shape)
+        kept = values.dim() - 1  # f keeps batch_shape[:kept] and couples the rest
+        variables = math.prod(coupled)
 
         # Class index_l + k (mod C) for the shifts k = 0 … C − 1: shift 0 is the sample itself.
         shifts = torch.arange(classes, device=logits.device).reshape(classes, *[1] * index.dim())
@@ -86,13 +81,13 @@ class LocalExpectation(Estimator):
         # (L, C−1, S, *B[:k]) -> (S, *B[:k], L, C−1) -> (S, *B, C−1): variable l's values sit at l.
         outcomes = outcomes.reshape(variables, classes - 1, *values.shape).movedim(0, -1).movedim(0, -1)
         outcomes = outcomes.reshape(samples, *batch_shape, classes - 1)
-        sampled = values.detach().reshape(*values.shape, *[1] * len(coupled_shape), 1)
+        sampled = values.detach().reshape(*values.shape, *[1] * len(coupled), 1)
         local = torch.cat([sampled.expand(samples, *batch_shape, 1), outcomes], dim=-1)  # (S, *B, C), by k
 
         probabilities = torch.softmax(logits, -1).expand(samples, *logits.shape)
         probabilities = probabilities.gather(-1, rotated.movedim(0, -1))  # q_l(index_l + k), (S, *B, C)
         baseline = (probabilities.detach() * local).sum(-1, keepdim=True)
         correction = ((probabilities - probabilities.detach()) * (local - baseline)).sum(-1)  # (S, *B)
-        if coupled_shape:  # f's value depends on all of its coupled variables together
+        if coupled:  # f's value depends on all of its coupled variables together
             correction = correction.sum(dim=tuple(range(1 + kept, 1 + len(batch_shape))))
         return (values + correction).mean(0)

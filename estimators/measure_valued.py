@@ -36,7 +36,7 @@ import math
 import torch
 from torch import Tensor
 
-from estimators.base import Estimator, EstimatorError, Gaussian, Noise, Objective, noise_stream
+from estimators.base import Estimator, EstimatorError, Gaussian, Noise, Objective, coupled_shape, noise_stream
 
 
 def weibull_noise(
@@ -93,14 +93,9 @@ class MeasureValued(Estimator):
 
         z = location + scale * noise_stream(noise, "normal", shape, location, normal=True)
         values = f(z)
+        coupled = coupled_shape(values, batch_shape, shape)
         kept = values.dim() - 1  # f keeps batch_shape[:kept] and couples the rest
-        if kept < 0 or kept > len(batch_shape) or values.shape[1:] != batch_shape[:kept]:
-            raise EstimatorError(
-                f"f returned values of shape {tuple(values.shape)} for samples of shape {tuple(shape)}; "
-                f"f must return (samples, *batch[:k])."
-            )
-        coupled_shape = batch_shape[kept:]
-        coordinates = math.prod(coupled_shape)
+        coordinates = math.prod(coupled)
 
         weibull = weibull_noise(shape, z, noise)
         maxwell = double_sided_maxwell_noise(shape, z, noise)
@@ -122,7 +117,7 @@ class MeasureValued(Estimator):
         # Coordinate j of the coupled dimensions is replaced in evaluation j; the leading dimensions are
         # independent latent variables of f, so one evaluation replaces coordinate j in all of them at once.
         selector = torch.eye(coordinates, dtype=torch.bool, device=z.device)
-        selector = selector.reshape(1, coordinates, 1, *[1] * kept, *coupled_shape)
+        selector = selector.reshape(1, coordinates, 1, *[1] * kept, *coupled)
         perturbed = torch.where(selector, replacements.unsqueeze(1), z.unsqueeze(0).unsqueeze(0))
         with torch.no_grad():
             outcomes = f(perturbed.reshape(-1, *batch_shape)).reshape(4, coordinates, *values.shape)
@@ -132,6 +127,6 @@ class MeasureValued(Estimator):
         grad_log_scale = outcomes[2] - outcomes[3]  # σ · (1/σ)(f(z⁺) − f(z⁻))
 
         correction = (mean - mean.detach()) * grad_mean + (log_scale - log_scale.detach()) * grad_log_scale
-        if coupled_shape:  # f's value depends on all of its coupled coordinates together
+        if coupled:  # f's value depends on all of its coupled coordinates together
             correction = correction.sum(dim=tuple(range(1 + kept, 1 + len(batch_shape))))
         return (values + correction).mean(0)
