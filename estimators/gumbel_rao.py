@@ -17,7 +17,7 @@ below X_k: X_j = −log(exp(−X_k) + E_j·exp(−θ_j)).
 Derivative through the noise: Paulus et al. write that d softmax_τ(θ + G_r)/dθ is taken through both θ and
 the reparameterized G_r. We hold G_r fixed (partial derivative in θ), which is what E[ST-GS backward | D]
 is, and what keeps the mean of the estimator equal to that of ST-GS; the total derivative adds a term with a
-different expectation. ``tests/test_gumbel_rao.py`` checks the mean against ST-GS.
+different expectation. ``tests/estimators/test_gumbel_rao.py`` checks the mean against ST-GS.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ control variate of the paper's toy, ``relaxed_objective=False``: c_φ = r_ρ(σ_
    is their difference.
 2. Variance at p(b = 1) = 0.3: the task frozen there, each estimator's own parameters trained for
    ``--fit-steps`` steps on the variance objective, then the variance of one estimate (S = 1) over
-   ``--draws`` draws (``bench.probe.probe``: ``grad_variance``, the trace of the covariance), per seed.
+   ``--draws`` draws (``bench.run.probe.probe``: ``grad_variance``, the trace of the covariance), per seed.
 
 Writes ``<out>/relax_toy.png`` (p(b = 1) along training, median and quartiles over seeds; the variances) and
 ``<out>/relax_toy.json`` (the numbers it prints).
@@ -35,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.probe import probe  # noqa: E402
+from bench.run.probe import probe  # noqa: E402
 from bench.tasks.toy import Toy  # noqa: E402
 from estimators.base import Estimator, recording, variance_backward  # noqa: E402
 from estimators.rebar import REBAR  # noqa: E402
@@ -57,7 +57,7 @@ def make(name: str, lr: float) -> Estimator:
 
 
 def step(task: Toy, estimator: Estimator, optimizer, own):
-    """One training step as bench.runner takes it: the estimate, the variance objective, then the task's
+    """One training step as bench.run.runner takes it: the estimate, the variance objective, then the task's
     optimizer (None: the task frozen) and the estimator's own (built after the first estimate sized its
     network); returns the latter."""
     with recording(estimator) as calls:

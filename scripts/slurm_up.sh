@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A one-node SLURM cluster on this machine, for the tests marked `slurm` (tests/test_slurm.py).
+# A one-node SLURM cluster on this machine, for the tests marked `slurm` (tests/run/test_slurm.py).
 #
 #   sudo scripts/slurm_up.sh       # as root: installs what is missing, then starts munged, slurmctld, slurmd
 #

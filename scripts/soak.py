@@ -18,7 +18,7 @@ What it does:
 
 It prints the figures (runs, kills of each kind, disk-full episodes, corrupted checkpoints and how many were
 refused, sweep attempts, runs that resumed, runs lost, metrics files that differ) and writes them to
-``<folder>/soak.json``; the exit code is 0 when every check passed. ``tests/test_soak.py`` runs a short
+``<folder>/soak.json``; the exit code is 0 when every check passed. ``tests/run/test_soak.py`` runs a short
 version.
 """
 
@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import checkpoint  # noqa: E402 - after the repository is importable
+from bench.run import checkpoint  # noqa: E402 - after the repository is importable
 
 ESTIMATORS = ("score_function", "rloo", "st", "gumbel", "gumbel_st", "reinmax", "exact")
 STUDY_STEPS = (0, 200, 400)  # checkpoint.steps
@@ -316,7 +316,7 @@ def verify(chaos_folder: Path, reference_folder: Path, steps: list[int]) -> dict
         if leftovers:
             problems.append(f"{name}: temporary files left: {', '.join(leftovers)}")
     check = subprocess.run(
-        [sys.executable, "-m", "bench.check", str(chaos_folder)],
+        [sys.executable, "-m", "bench.cli.check", str(chaos_folder)],
         cwd=ROOT,
         env=environment(),
         capture_output=True,

@@ -5,11 +5,11 @@ varies between runs, from their resolved configs), ``declarations`` (a task's ow
 ``task.report`` in its config), ``statistics`` (the one interval over seeds of every table and figure band),
 ``gradients`` (where configurations are compared, the bias test's verdicts, MSE at a compute budget),
 ``comparisons`` (rankings paired over seeds, pairwise tests, the critical-difference diagram), ``survival``
-(time to target, Kaplan–Meier), ``figures``, ``markdown``, ``write`` (runs → tables → report) and
-``cli``. It reads the results contract (``bench.contract``) and nothing of the runner's.
+(time to target, Kaplan–Meier), ``figures``, ``markdown``, ``write`` (runs → tables → report); its command
+line is ``bench.cli.report``. It reads the results contract (``bench.formats.contract``) and nothing of the
+runner's.
 """
 
-from bench.report.cli import main
 from bench.report.markdown import ReportOptions
 from bench.report.read import load_runs
 from bench.report.statistics import aggregate, interval, mean_ci
@@ -20,7 +20,6 @@ __all__ = [
     "aggregate",
     "interval",
     "load_runs",
-    "main",
     "mean_ci",
     "write_from_tables",
     "write_report",

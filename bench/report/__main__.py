@@ -1,7 +1,8 @@
-"""``python -m bench.report``: see ``bench.report.cli``."""
+"""``python -m bench.report``: see ``bench.cli.report``."""
 
 import sys
 
-from bench.report.cli import main
+from bench.cli.report import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

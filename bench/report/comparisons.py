@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bench.formats.contract import OK
 from bench.report.statistics import holm, interval, per_seed, t_quantile
 
 RESAMPLES = 2000
@@ -167,7 +168,7 @@ class SharedEstimators:
 def shared_estimators(summaries: pd.DataFrame, metric: str = "final_loss") -> SharedEstimators:
     """Tasks (with one configuration per estimator) and the estimators every one of them ran to the end:
     the estimators found in the most tasks, and the tasks having all of them."""
-    ok = summaries[summaries["status"] == "ok"]
+    ok = summaries[summaries["status"] == OK]
     per_task = {}
     for task, group in ok.groupby("task"):
         if group.groupby("estimator")["label"].nunique().max() > 1:

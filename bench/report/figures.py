@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from bench.formats.contract import OK
 from bench.report.declarations import Panel  # noqa: E402
 from bench.report.gradients import COSTS, Crossing, mse_at_budget  # noqa: E402
 from bench.report.statistics import bands, interval, on_log_scale, per_seed, training_time  # noqa: E402
@@ -118,8 +119,8 @@ def draw_panel(
 ) -> pd.DataFrame:
     """The interval over seeds (``statistics.bands``) of the runs that finished; runs that stopped early
     (diverged, failed part-way) thin and dashed, ending in a cross where they stopped. Returns the band."""
-    finished = data[data["status"] == "ok"]
-    stopped = data[data["status"] != "ok"]
+    finished = data[data["status"] == OK]
+    stopped = data[data["status"] != OK]
     band = bands(finished, "step", on_log_scale(panel.metric, panel.log))
     draw_band(axis, band, "step", palette)
     for (_run, label, status, stopped_at), group in stopped.groupby(["run", "label", "status", "stopped_at"]):
@@ -173,9 +174,9 @@ def figure_panels(
         band = draw_panel(axis, panel, frame, palette, annotate=single)
         drawn.append(band.assign(panel=panel.metric))
         scales.add(on_log_scale(panel.metric, panel.log))
-        finished = frame[frame["status"] == "ok"]
+        finished = frame[frame["status"] == OK]
         seeds += finished.groupby("label")["seed"].nunique().tolist()
-        stopped = stopped or (frame["status"] != "ok").any()
+        stopped = stopped or (frame["status"] != OK).any()
         if single:  # the title names the panel; a long one would not fit along the axis
             ylabel = panel.title if len(panel.title) <= 40 else panel.metric
             axis.set(xlabel="training step", ylabel=ylabel + (" (log scale)" if panel.log else ""))
@@ -336,7 +337,7 @@ def figure_by_training_time(
     """``metric`` against training time: per configuration, each run's curve interpolated onto a common
     time grid (log scale: configurations can differ in speed by orders of magnitude), its interval over
     seeds at every grid point; the time-to-target level dashed."""
-    data = curves[(curves["metric"] == metric) & (curves["status"] == "ok") & curves["value"].notna()].copy()
+    data = curves[(curves["metric"] == metric) & (curves["status"] == OK) & curves["value"].notna()].copy()
     data["time"] = training_time(data)
     data = data[data["time"].notna()]
     if data.empty or data["step"].nunique() < 2:

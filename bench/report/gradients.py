@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bench.contract import PROBE_FIELDS
+from bench.formats.contract import PROBE_FIELDS
 from bench.report.statistics import geometric_mean, holm, interval
 
 LEVEL = 0.05

@@ -2,9 +2,9 @@
 
 The settings are read from each run's resolved config (``.hydra/config.yaml``; interpolations that Hydra left
 unresolved stay literal text, the same in every run), flattened to dotted keys. Keys that do not change the
-configuration (``bench.contract.NOT_PART_OF_THE_CONFIGURATION``), the ``task.report`` declaration, the group
-names and ``samples`` are left out: names and S come from ``summary.json``, which holds the resolved values
-(``lookahead_adam``, not ``lookahead_${.inner.name}``; S = 2, not null).
+configuration (``bench.formats.contract.NOT_PART_OF_THE_CONFIGURATION``), the ``task.report`` declaration,
+the group names and ``samples`` are left out: names and S come from ``summary.json``, which holds the
+resolved values (``lookahead_adam``, not ``lookahead_${.inner.name}``; S = 2, not null).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.contract import NOT_PART_OF_THE_CONFIGURATION
+from bench.formats.contract import NOT_PART_OF_THE_CONFIGURATION
 
 GROUPS = ("task", "estimator", "optimizer")
 """Config groups: a key under ``<group>.`` varies only if it differs between runs of the same group name

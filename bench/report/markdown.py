@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.contract import STATUSES
+from bench.formats.contract import OK, STATUSES
 from bench.report.comparisons import (
     MINIMUM_TASKS,
     Ranking,
@@ -118,7 +118,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def in_status_order(statuses: Iterable[str]) -> list[str]:
-    """Statuses in the contract's order (``bench.contract.STATUSES``), any other after them."""
+    """Statuses in the contract's order (``bench.formats.contract.STATUSES``), any other after them."""
     found = list(statuses)
     return [status for status in STATUSES if status in found] + sorted(set(found) - set(STATUSES))
 
@@ -162,7 +162,7 @@ class TaskAnalysis:
 
 def analyse(task: str, summaries: pd.DataFrame, curves: pd.DataFrame) -> TaskAnalysis:
     runs = summaries[summaries["task"] == task]
-    ok = runs[runs["status"] == "ok"]
+    ok = runs[runs["status"] == OK]
     reference = str(ok["reference"].iloc[0]) if not ok.empty else "none"
     point = probe_point(ok, curves)
     deterministic = deterministic_labels(point, reference)
@@ -236,7 +236,7 @@ def estimate_text(row: pd.Series, log: bool) -> str:
 def runs_by_label(runs: pd.DataFrame) -> dict[str, str]:
     """ "ok/total" runs of every configuration."""
     return {
-        label: runs_text(int((group["status"] == "ok").sum()), len(group))
+        label: runs_text(int((group["status"] == OK).sum()), len(group))
         for label, group in runs.groupby("label")
     }
 
@@ -552,7 +552,7 @@ def task_section(
     counts.columns.name = None
     counts["runs ok/total"] = counts["label"].map(runs_by_label(runs))
     lines += ["Runs by status:", "", markdown_table(counts), ""]
-    not_ok = runs[runs["status"] != "ok"]
+    not_ok = runs[runs["status"] != OK]
     if not not_ok.empty:
         shown = not_ok.reindex(columns=["run", "label", "seed", "status", "steps", "error"]).astype(object)
         shown = shown.where(shown.notna(), "")

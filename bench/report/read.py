@@ -1,9 +1,9 @@
 """Reading runs: every run folder below a directory into two tidy tables, and those tables to and from CSV.
 
-A run folder (``bench.contract``) holds ``summary.json``, ``metrics.csv`` and ``.hydra/config.yaml``, the
-resolved config. The report reads nothing else. ``summary.csv`` (one row per run: every summary field, plus
-``run``, ``label``, ``task_report`` and ``root``) and ``curves.csv`` (``run, step, metric, value``) hold all
-the report needs, so that it can be rebuilt from them without the run folders.
+A run folder (``bench.formats.contract``) holds ``summary.json``, ``metrics.csv`` and ``.hydra/config.yaml``,
+the resolved config. The report reads nothing else. ``summary.csv`` (one row per run: every summary field,
+plus ``run``, ``label``, ``task_report`` and ``root``) and ``curves.csv`` (``run, step, metric, value``) hold
+all the report needs, so that it can be rebuilt from them without the run folders.
 """
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from bench.contract import FIELDS, METRICS_HEADER
+from bench.formats.contract import FIELDS, METRICS_FILE, METRICS_HEADER, REPORT_DIR, SUMMARY_FILE
 from bench.report.declarations import bundled_declarations, encode
 from bench.report.labels import labels, settings
 
-REPORT_DIR = "report"
 SUMMARY_TABLE = "summary.csv"
 CURVES_TABLE = "curves.csv"
 CURVE_COLUMNS = ("run", *METRICS_HEADER)
@@ -73,7 +72,7 @@ def load_runs(root: Path, skip: tuple[str, ...] = ()) -> Runs:
     root = Path(root)
     summaries, metrics, configs, skipped = [], [], {}, []
     bundled = None
-    for path in sorted(root.rglob("summary.json")):
+    for path in sorted(root.rglob(SUMMARY_FILE)):
         if REPORT_DIR in path.relative_to(root).parts[:-1]:
             continue
         run = path.parent
@@ -96,7 +95,7 @@ def load_runs(root: Path, skip: tuple[str, ...] = ()) -> Runs:
         summary.update(run=run_id, task_report=encode(declaration), root=str(root))
         configs[len(summaries)] = settings(config)
         summaries.append(summary)
-        csv = run / "metrics.csv"
+        csv = run / METRICS_FILE
         if csv.exists():
             try:
                 frame = pd.read_csv(csv)

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bench.formats.contract import OK
 from bench.report.declarations import Column
 
 CONFIDENCE = 0.95
@@ -175,7 +176,7 @@ def aggregate(summaries: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """
     rows = []
     for (task, label), group in summaries.groupby(["task", "label"]):
-        ok = group[group["status"] == "ok"]
+        ok = group[group["status"] == OK]
         row = {
             "task": task,
             "label": label,
@@ -235,12 +236,12 @@ def column_table(columns: tuple[Column, ...], curves: pd.DataFrame, runs: pd.Dat
     Columns ``seeds``, ``runs``, then ``<i>`` (the ``Interval``) for the i-th column; a column no run has
     holds intervals of no values.
     """
-    ok = runs[runs["status"] == "ok"]
+    ok = runs[runs["status"] == OK]
     seeds = ok.set_index("run")["seed"]
     values = [run_values(column, curves, ok).reindex(seeds.index) for column in columns]
     rows = {}
     for label, group in runs.groupby("label"):
-        finished = group[group["status"] == "ok"]
+        finished = group[group["status"] == OK]
         row: dict[str, object] = {
             "seeds": int(finished["seed"].nunique()),
             "runs": runs_text(len(finished), len(group)),

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bench.formats.contract import OK
 from bench.report.statistics import training_time
 
 DEFAULT_FRACTION = 0.9
@@ -69,7 +70,7 @@ def choose_target(
     if given is not None:
         return Target(float(given), metric, "given on the command line")
     best, origin = best_known_value(runs, declared_best)
-    finished = runs.loc[runs["status"] == "ok", "run"]
+    finished = runs.loc[runs["status"] == OK, "run"]
     start = curves[(curves["metric"] == metric) & (curves["step"] == 0) & curves["run"].isin(finished)]
     start = start["value"].dropna()
     if best is None or start.empty:
@@ -197,7 +198,7 @@ def censoring_text(group: pd.DataFrame) -> str:
     if not censored.empty:
         times = ", ".join(seconds_text(time) for time in sorted(censored["time"].round(12).unique()))
         text += f"; {len(censored)} censored at {times} s"
-        stopped = censored[censored["status"] != "ok"]
+        stopped = censored[censored["status"] != OK]
         if not stopped.empty:
             text += (
                 " ("

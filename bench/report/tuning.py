@@ -43,13 +43,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.formats.contract import OK, REPORT_DIR, TUNING_FILE, TUNING_STAGE_ONE_DIR
 from bench.report.statistics import interval
 from bench.report.survival import crossing_time, kaplan_meier
 
-TUNING_FILE = "tuning.json"
-TUNING_DIR = "tuning"
-STAGE_ONE_DIR = "tune"
-REPORT_DIR = "report"
+TUNING_DIR = "tuning"  # the report folder's copy of every study's tuning.json
+STAGE_ONE_DIR = TUNING_STAGE_ONE_DIR
 PROFILE_FRACTION = 0.9
 PROFILE_RATIOS = (1.0, 1.5, 2.0, 4.0)
 CURVE_METRIC = "objective"
@@ -228,7 +227,7 @@ def stage_two_runs(document: dict[str, Any], summaries: pd.DataFrame, curves: pd
 def final_values(runs: pd.DataFrame) -> pd.DataFrame:
     """Per condition, optimizer and seed: the final test objective (``final_loss``; NaN unless ``ok``),
     runs of one seed averaged."""
-    data = runs.assign(value=pd.to_numeric(runs["final_loss"], errors="coerce").where(runs["status"] == "ok"))
+    data = runs.assign(value=pd.to_numeric(runs["final_loss"], errors="coerce").where(runs["status"] == OK))
     return data.groupby(["condition", "optimizer", "seed"], as_index=False)["value"].mean()
 
 
@@ -309,7 +308,7 @@ def problem_times(problem: pd.DataFrame, runs: pd.DataFrame) -> tuple[dict[str, 
     if curves.empty:
         curves = problem[(problem["metric"] == CURVE_METRIC) & problem["value"].notna()]
         metric = CURVE_METRIC
-    ok = set(runs.loc[runs["status"] == "ok", "run"])
+    ok = set(runs.loc[runs["status"] == OK, "run"])
     curves = curves[curves["run"].isin(ok)]
     if curves.empty:
         return {}, None, f"no {metric} curve"
@@ -424,7 +423,7 @@ def figure_tuned_curves(stage_two: StageTwo, document: dict[str, Any], directory
     data = stage_two.curves[
         (stage_two.curves["metric"] == CURVE_METRIC)
         & stage_two.curves["value"].notna()
-        & (stage_two.curves["status"] == "ok")
+        & (stage_two.curves["status"] == OK)
     ].copy()
     data["time"] = data["step"] * pd.to_numeric(data["step_time_ms"], errors="coerce") / 1000
     conditions = list(dict.fromkeys(choice["condition_label"] for choice in document["choices"]))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.contract import PROBE_FIELDS
+from bench.formats.contract import PROBE_FIELDS
 from bench.report.comparisons import write_comparisons
 from bench.report.figures import palette_for
 from bench.report.markdown import ReportOptions, report_text
@@ -25,7 +25,7 @@ from bench.report.read import (
     read_tables,
     write_tables,
 )
-from bench.report.study import STUDY_TABLES, collect_study_tables, mark_study_runs, study_section
+from bench.report.same_point import STUDY_TABLES, collect_study_tables, mark_study_runs, study_section
 from bench.report.tuning import TUNING_DIR, collect_tuning, stage_one_prefixes, tuning_section
 
 CURVE_RUN_COLUMNS = ("run", "label", "task", "status", "seed", "step_time_ms")
@@ -85,7 +85,9 @@ def write_report(root: Path, out: Path | None = None, options: ReportOptions | N
     directory = Path(out) if out is not None else root / REPORT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     write_tables(runs, directory)
-    collect_study_tables(root, directory)  # study.csv and paired.csv of every study run (bench.report.study)
+    collect_study_tables(
+        root, directory
+    )  # study.csv and paired.csv of every study run (bench.report.same_point)
     collect_tuning(root, directory)  # every tuned study's tuning.json (bench.report.tuning)
     tables = read_tables(directory)
     tables.skipped_files = runs.skipped_files

@@ -26,7 +26,7 @@ which estimators fit; a Bernoulli is ``categorical`` with two classes) and ``ref
 
 A Monte-Carlo reference (``reference = "monte_carlo"``) needs nothing more from the task: the probe takes
 the mean of ``reference_draws`` (N) independent draws of an unbiased estimator of the task's own loss on the
-probe batch (``bench.probe.reference``). A task whose outcomes can be enumerated while their number is
+probe batch (``bench.run.probe.reference``). A task whose outcomes can be enumerated while their number is
 small takes a setting ``reference`` from its config and resolves it with ``choose_reference``: ``auto`` (exact
 while the outcomes are at most a limit, else ``monte_carlo``), ``exact``, ``monte_carlo`` (forced, e.g. to
 validate the Monte-Carlo reference against the exact one on a small task) or ``none``.
@@ -48,7 +48,7 @@ from bench.tasks.checks import refuse
 from estimators.base import Estimator
 
 REFERENCE_KINDS = ("analytic", "exact", "monte_carlo", "none")
-"""Where a task's reference gradient comes from (``bench.contract.REFERENCE_KINDS``)."""
+"""Where a task's reference gradient comes from (``bench.formats.contract.REFERENCE_KINDS``)."""
 REFERENCE_SETTINGS = ("auto", "exact", "monte_carlo", "none")
 """The values of an enumerable task's ``reference`` setting (``choose_reference``)."""
 DEFAULT_REFERENCE_DRAWS = 256

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.errors import ConfigError
+from bench.formats.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import Tensor
 
-from bench.errors import ConfigError
+from bench.formats.errors import ConfigError
 from bench.tasks.base import Task
 from estimators.base import LATENT_KINDS
 

@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.errors import ConfigError
+from bench.formats.errors import ConfigError
 
 TEST_FRACTION = 0.2  # of the digits, held out once with a fixed permutation; as much again validates
 SPLIT_SEED = 0

@@ -10,8 +10,8 @@ gradient descent at a fixed step size η (``optimizer=sgd``, momentum 0) each co
 
 a convex function of η whose minimiser tends to 2/(λ_min + λ_max) as T grows (Nesterov 2004, "Introductory
 Lectures on Convex Optimization", Theorem 2.1.15); for a finite T it is found by a one-dimensional
-minimisation. The tuning protocol's test (``tests/test_tuning.py``) does that and checks that the protocol
-(``bench.tune``) picks the grid's nearest step size.
+minimisation. The tuning protocol's test (``tests/campaigns/test_tuning.py``) does that and checks that the
+protocol (``bench.campaigns.tuning``) picks the grid's nearest step size.
 
 ``evaluate()`` returns ``objective`` = f(θ) (exact: the task has no data, hence no validation split).
 """

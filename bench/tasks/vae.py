@@ -15,7 +15,7 @@ The estimator sees only the first term: ``objective(batch)`` maps one-hot (or re
 (S, B, L, C) to −log p(x | z) of shape (S, B), so the ``exact`` estimator can enumerate the C^L codes of
 each data point. The probes' reference gradient (``reference``): ``auto`` (the default) enumerates while
 C^L ≤ 4096 (``exact``) and above takes the mean of ``reference_draws`` independent draws of an unbiased
-estimator (``monte_carlo``: local expectation gradients or RLOO, ``bench.probe.reference``);
+estimator (``monte_carlo``: local expectation gradients or RLOO, ``bench.run.probe.reference``);
 ``monte_carlo`` forces the latter on a small task (to validate it against the exact one), ``none`` turns
 the bias fields off.
 

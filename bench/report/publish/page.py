@@ -22,16 +22,15 @@ import matplotlib
 import pandas as pd
 import seaborn
 
-from bench.contract import PROBE_FIELDS
+from bench.formats.contract import OK, PROBE_FIELDS, SUMMARY_FILE
 from bench.report.declarations import Panel, task_declaration
 from bench.report.figures import figure_bias_variance, figure_panels, figure_scale, output, palette_for
 from bench.report.gradients import error_parts
 from bench.report.markdown import GENERIC_PANELS, analyse, main_table, markdown_table, section_lines
 from bench.report.publish.studies import DEFAULT_BUDGET, STUDIES, Study
 from bench.report.read import CURVES_TABLE, SUMMARY_TABLE, load_runs, read_tables, write_tables
-from bench.report.statistics import on_log_scale
-from bench.report.study.markdown import task_lines
-from bench.report.study.statistics import (
+from bench.report.same_point.markdown import task_lines
+from bench.report.same_point.statistics import (
     aggregate,
     baseline_of,
     fixed_members,
@@ -39,7 +38,8 @@ from bench.report.study.statistics import (
     over_seeds,
     wide,
 )
-from bench.report.study.tables import STUDY_TABLES, collect_study_tables, read_study_tables
+from bench.report.same_point.tables import STUDY_TABLES, collect_study_tables, read_study_tables
+from bench.report.statistics import on_log_scale
 from bench.report.write import curves_of, numeric
 
 PAGE = "README.md"
@@ -73,7 +73,7 @@ def study_folder(root: Path, study: Study) -> Path:
 def finished_dates(root: Path, runs: pd.Series) -> list[str]:
     """Each run's end (its summary.json's modification time) as a UTC date."""
     return [
-        datetime.fromtimestamp((root / run / "summary.json").stat().st_mtime, tz=timezone.utc).strftime(
+        datetime.fromtimestamp((root / run / SUMMARY_FILE).stat().st_mtime, tz=timezone.utc).strftime(
             "%Y-%m-%d"
         )
         for run in runs
@@ -108,7 +108,7 @@ def write_study_tables(root: Path, study: Study, directory: Path) -> bool:
 
 DROPPED_COLUMNS = ["run", "params_digest"]
 STUDY_METRICS = ("grad_mse", "grad_variance", "grad_bias_p", "f_evals", "reference_norm", "draws")
-"""The rows of study.csv the study's Markdown and figures read (bench.report.study)."""
+"""The rows of study.csv the study's Markdown and figures read (bench.report.same_point)."""
 PAIRED_FOR_ALL = ("mse_difference_se", "mse_difference_se_unpaired", "squared_error_correlation")
 PAIRED_FOR_BASELINE = ("mse_ratio", "mse_difference", *PAIRED_FOR_ALL)
 PAIRED_FOR_VARIANTS = ("mse_ratio", "variance_ratio")
@@ -225,7 +225,7 @@ def header_lines(studies: tuple[Study, ...], summaries: dict[str, pd.DataFrame])
         if found is None:
             rows.append({"study": f"[{study.title}](#{anchor(study.title)})", "runs ok/total": "not run"})
             continue
-        ok = int((found["status"] == "ok").sum())
+        ok = int((found["status"] == OK).sum())
         rows.append(
             {
                 "study": f"[{study.title}](#{anchor(study.title)})",
@@ -318,7 +318,7 @@ def study_lines(study: Study, directory: Path) -> list[str]:
 
 def facts(study: Study, summaries: pd.DataFrame) -> list[str]:
     """The study's budget: runs, seeds, steps, S and M, its summed wall time, and the command."""
-    ok = summaries[summaries["status"] == "ok"]
+    ok = summaries[summaries["status"] == OK]
     parts = [
         f"{len(ok)}/{len(summaries)} runs ok",
         f"seeds {unique_text(summaries['seed'].astype('Int64'), 10)}",
@@ -456,7 +456,7 @@ def bias_variance_lines(task: str, analysis, palette: dict, directory: Path) -> 
 
 
 def same_point_lines(directory: Path) -> list[str]:
-    """Per task and trajectory, the study's tables and figures (``bench.report.study``), each figure with
+    """Per task and trajectory, the study's tables and figures (``bench.report.same_point``), each figure with
     its sentence."""
     tables = read_study_tables(directory)
     if tables is None:

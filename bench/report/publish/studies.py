@@ -2,16 +2,17 @@
 which figures the page shows. Adding a study to the page is one ``Study(...)`` line in ``STUDIES``.
 
 Each study's runs go to ``ROOT/publish/<name>/`` (``hydra.sweep.dir``), so re-running ``python -m
-bench.publish`` resumes every sweep (finished runs are skipped). The default sizes (seeds, steps) keep the
-whole page near ``DEFAULT_BUDGET``; ``python -m bench.publish --set NAME:KEY=VALUE`` changes one study's
-override (e.g. ``--set vq_estimators:seed=0,1,2,3,4 --set vq_estimators:steps=1500``) to scale it up on a GPU
-or a cluster, into another ``--results`` folder.
+bench.campaigns.publish`` resumes every sweep (finished runs are skipped). The default sizes (seeds, steps)
+keep the whole page near ``DEFAULT_BUDGET``; ``python -m bench.publish --set NAME:KEY=VALUE`` changes one
+study's override (e.g. ``--set vq_estimators:seed=0,1,2,3,4 --set vq_estimators:steps=1500``) to scale it up
+on a GPU or a cluster, into another ``--results`` folder.
 
 A study tuned by ``python -m bench.tune`` (each optimizer's grid, then the chosen settings with fresh seeds)
 is one line too; the page reports its stage-2 runs::
 
     Study("optimizers_toy_tuned", "Tuned optimizers on the toy task", ("+experiment=optimizers_toy_tuned",),
-          "Adam, Lookahead and SGD, each tuned by the same protocol.", ("objective",), "bench.tune", "final"),
+          "Adam, Lookahead and SGD, each tuned by the same protocol.", ("objective",),
+          "bench.tune", "final"),
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ class Study:
     ``overrides``: the study's ``python -m bench -m`` (or ``python -m bench.tune``) arguments, swept keys
     as ``key=a,b,c``; ``about``: a paragraph saying what is compared; ``figures``: what the page shows
     (keys of ``FIGURES``, ``section:<name>`` or ``table:<name>``); ``command``: ``bench`` (a Hydra
-    multirun) or ``bench.tune`` (the two-stage tuning protocol); ``runs``: the subfolder of the study's
-    folder whose runs the page reports (``final`` for a tuned study: its stage-2 runs).
+    multirun) or ``bench.tune`` (the two-stage tuning protocol); ``runs``: the subfolder of the
+    study's folder whose runs the page reports (``final`` for a tuned study: its stage-2 runs).
     """
 
     name: str

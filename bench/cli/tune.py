@@ -1,0 +1,133 @@
+"""``python -m bench.tune``: the two-stage tuning protocol of ``bench.campaigns.tuning`` on the command
+line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bench.campaigns.tuning import (
+    NOT_FINISHED,
+    TUNING_FILE,
+    Sweep,
+    choice_lines,
+    choose,
+    load_tuning,
+    plan_from_command_line,
+    run_identity,
+    stage_one_outcomes,
+    write_tuning,
+)
+from bench.formats.errors import ConfigError
+
+# ---- Running -------------------------------------------------------------------------------------------
+
+
+def run_sweep(sweep: Sweep) -> int:
+    """Run one multirun of ``python -m bench`` in this process (its imports are paid once); its exit code.
+
+    Hydra's global state is cleared before and after.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+
+    from bench.cli import main as bench_main
+    from bench.run import sweep as sweeps
+
+    print(f"[tune] {sweep.command()}", file=sys.stderr, flush=True)
+    saved = sys.argv
+    GlobalHydra.instance().clear()
+    sweeps.LAUNCHED = False
+    bench_main.STARTED = False
+    sys.argv = ["bench", *sweep.arguments()]
+    try:
+        bench_main.entry(sweep.arguments())
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    finally:
+        sys.argv = saved
+        GlobalHydra.instance().clear()
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    result = argparse.ArgumentParser(
+        prog="python -m bench.tune",
+        description="Tune every optimizer of a study by the same rule (stage 1), write tuning.json, and "
+        "rerun the chosen settings with fresh seeds (stage 2). Then: python -m bench.report ROOT.",
+        epilog="Example: python -m bench.tune +experiment=optimizers_toy_tuned",
+    )
+    result.add_argument("overrides", nargs="*", help="Hydra overrides: +experiment=NAME and any KEY=VALUE")
+    result.add_argument(
+        "--stage",
+        choices=("1", "2", "both"),
+        default="both",
+        help="1: the grid and tuning.json; 2: the chosen settings from tuning.json; both (default)",
+    )
+    result.add_argument("--dry-run", action="store_true", help="print the sweeps' commands, run nothing")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parser().parse_intermixed_args(argv)
+    try:
+        study = plan_from_command_line(arguments.overrides)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    root = study.root
+    if arguments.dry_run:
+        if arguments.stage in ("1", "both"):
+            print(f"# stage 1: {sum(len(study.points(option)) for option in study.spec.grids)} runs")
+            print("\n".join(sweep.command() for sweep in study.stage_one()))
+        if arguments.stage == "2" or (root / TUNING_FILE).exists():
+            try:
+                document = load_tuning(root)
+            except ConfigError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+            print("# stage 2, from " + str(root / TUNING_FILE))
+            print("\n".join(sweep.command() for sweep in study.stage_two(document)))
+        return 0
+    if arguments.stage in ("1", "both"):
+        for sweep in study.stage_one():
+            code = run_sweep(sweep)
+            if code:
+                return code
+        outcomes = stage_one_outcomes(study)
+        unfinished = [point for point, found in outcomes.items() if found.status in NOT_FINISHED]
+        if unfinished:
+            shown = "; ".join(
+                " ".join(study.point_overrides(point)[len(study.base) :]) for point in unfinished[:5]
+            )
+            more = " ..." if len(unfinished) > 5 else ""
+            print(
+                f"error: {len(unfinished)} stage-1 runs did not finish ({shown}{more}); run the same command "
+                "again to resume them.",
+                file=sys.stderr,
+            )
+            return 1
+        document = choose(study, outcomes)
+        path = write_tuning(root, document)
+        print(f"[tune] stage 1 done: {path}\n" + "\n".join(choice_lines(document)), file=sys.stderr)
+    if arguments.stage in ("2", "both"):
+        try:
+            document = load_tuning(root)
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if run_identity(document.get("overrides") or []) != run_identity(study.base):
+            print(
+                f"error: {root / TUNING_FILE} tuned the runs of {' '.join(document.get('overrides') or [])}, "
+                f"not of {' '.join(study.base)}: run stage 1 with these overrides first.",
+                file=sys.stderr,
+            )
+            return 2
+        for sweep in study.stage_two(document):
+            code = run_sweep(sweep)
+            if code:
+                return code
+        skipped = [choice["name"] for choice in document["choices"] if choice["chosen"] is None]
+        if skipped:
+            print(f"[tune] not rerun (every setting scored +inf): {', '.join(skipped)}", file=sys.stderr)
+        print(f"[tune] stage 2 done; report: python -m bench.report {root}", file=sys.stderr)
+    return 0

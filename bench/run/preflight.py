@@ -1,0 +1,156 @@
+"""Checks on the command line of ``python -m bench`` made before Hydra runs, so that bad input gets one
+clear paragraph and exit code 2 instead of Hydra's own message (exit 1), and so that a sweep with one bad
+name in a comma list is refused before any of its runs starts.
+
+Checked here: the syntax of every override (with Hydra's own override parser), the option names of our
+config groups (``task``, ``estimator``, ``optimizer``, ``experiment``: every folder of ``conf/``), a
+comma list without ``-m``, and whether the results folder can be written. Everything else (values, the
+fit of an estimator to a task, data files) is checked when the run is built (``bench.run.build.setup``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+from pathlib import Path
+
+from hydra._internal.utils import get_args_parser
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, ValueType
+from hydra.errors import OverrideParseException
+from omegaconf import OmegaConf
+
+from bench.formats.configs import CONF_DIR, options
+from bench.formats.errors import ConfigError
+
+
+def default_groups() -> set[str]:
+    """Groups chosen in the defaults list of ``conf/config.yaml`` (``task``, ``estimator``, ``optimizer``)."""
+    groups = set()
+    for entry in OmegaConf.load(CONF_DIR / "config.yaml").get("defaults", []):
+        if not isinstance(entry, str):
+            groups.update(str(key).split("@")[0].lstrip("/") for key in entry)
+    return groups
+
+
+def parse(arguments: list[str]) -> list[Override]:
+    parser = OverridesParser.create()
+    parsed = []
+    for argument in arguments:
+        try:
+            parsed.extend(parser.parse_overrides([argument]))
+        except OverrideParseException as error:
+            reason = " ".join(str(error).split("See https://")[0].split())
+            raise ConfigError(
+                f"cannot read the command-line override '{argument}': {reason}. Overrides are KEY=VALUE "
+                "(e.g. task=toy steps=100), a comma list such as estimator=rloo,st sweeps with -m; see "
+                "https://hydra.cc/docs/advanced/override_grammar/basic/."
+            ) from None
+    return parsed
+
+
+def choices(override: Override) -> list[str] | None:
+    """The option names an override of a config group asks for; None when they cannot be listed here."""
+    if override.value_type == ValueType.ELEMENT:
+        value = override.value()
+        return [value] if isinstance(value, str) else None
+    if override.value_type in (ValueType.CHOICE_SWEEP, ValueType.SIMPLE_CHOICE_SWEEP):
+        return list(override.sweep_string_iterator())
+    return None  # glob(...) and ranges: Hydra expands them against the files itself
+
+
+def check_names(overrides: list[Override], multirun: bool) -> None:
+    groups = {path.name for path in CONF_DIR.iterdir() if path.is_dir()}
+    in_defaults = default_groups()
+    for override in overrides:
+        if not multirun and override.is_sweep_override():
+            raise ConfigError(
+                f"'{override.input_line}' lists several values, which makes a sweep: add -m (python -m "
+                f"bench -m {override.input_line} ...) to run one run per value, or give a single value."
+            )
+        group = override.key_or_group
+        if group not in groups or override.is_delete():
+            continue
+        if group not in in_defaults and not override.is_add() and not override.is_force_add():
+            raise ConfigError(
+                f"'{override.input_line}': the {group} group is not chosen by default, so it is added with a "
+                f"plus sign: +{override.input_line}."
+            )
+        available = options(group)
+        unknown = [name for name in choices(override) or [] if name not in available]
+        if unknown:
+            listed = ", ".join(available) or f"none yet (add YAML files to conf/{group}/)"
+            plural = "s" if len(unknown) > 1 else ""
+            close = [match for name in unknown for match in difflib.get_close_matches(name, available, 1)]
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise ConfigError(
+                f"unknown {group}{plural} {', '.join(repr(name) for name in unknown)} in "
+                f"'{override.input_line}'{hint}. Available {group} options: {listed}."
+            )
+
+
+def results_folder(overrides: list[Override], multirun: bool) -> str:
+    """The results folder as configured (command line, else an added experiment, else conf/config.yaml)."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    for override in reversed(overrides):
+        if override.key_or_group == key and isinstance(override.value(), str):
+            return override.value()
+    sources = [CONF_DIR / "config.yaml"]
+    sources += [
+        CONF_DIR / "experiment" / f"{name}.yaml"
+        for override in overrides
+        if override.key_or_group == "experiment"
+        for name in choices(override) or []
+    ]
+    folder = ""
+    for source in sources:
+        node = OmegaConf.to_container(OmegaConf.load(source), resolve=False)  # keep ${now:...} unresolved
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        folder = str(node) if node is not None else folder
+    return folder
+
+
+def check_writable(folder: str) -> None:
+    """Refuse a results folder that cannot be created or written, before Hydra tries (and fails) to.
+
+    Only the part before the first interpolation (``${now:...}``) is known now; its nearest existing
+    ancestor must be a folder in which a file can be created (tried for real: permission bits do not tell
+    about read-only file systems, /proc, or a root user).
+    """
+    literal = folder.split("${")[0]
+    known = Path(literal) if literal.endswith("/") or literal == folder else Path(literal).parent
+    target = Path.cwd() / known
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} is a file, not a folder"
+    else:
+        try:
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as error:
+            problem = f"{existing} is not writable ({error.strerror or error})"
+    if problem is not None:
+        raise ConfigError(
+            f"cannot write the results into {folder}: {problem}. Choose another folder with "
+            "hydra.run.dir=PATH (a single run) or hydra.sweep.dir=PATH (a sweep with -m)."
+        )
+
+
+def preflight(arguments: list[str]) -> None:
+    """Check the command line of ``python -m bench``; raises ConfigError with a one-paragraph message."""
+    args, _ = get_args_parser().parse_known_args(arguments)
+    if args.help or args.hydra_help or args.shell_completion or args.experimental_rerun:
+        return
+    if args.config_dir or args.config_path or args.config_name:
+        return  # other config folders: their groups are not ours to list
+    overrides = parse(args.overrides)
+    if any(override.key_or_group.startswith("hydra.searchpath") for override in overrides):
+        return
+    check_names(overrides, bool(args.multirun))
+    if args.cfg is None and args.info is None:
+        check_writable(os.path.expanduser(results_folder(overrides, bool(args.multirun))))

@@ -1,0 +1,290 @@
+"""The M gradient estimates of a probe, drawn two ways that give the same statistics.
+
+``draw_gradients`` runs ``task.loss`` M times (the per-draw loop); ``draw_gradients_vectorized`` draws them in
+one batched computation with ``torch.func``, because the randomness enters after the encoder: the encoder runs
+once and batched vector-Jacobian products carry the M draws through it (``docs/design.md``, "Implementation
+notes").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+from torch.utils import _pytree as pytree
+
+from bench.run.probe.statistics import flatten
+from bench.tasks.base import Task
+from estimators.base import Estimator
+
+WRT_CHOICES = ("parameters", "distribution")
+
+
+@dataclass
+class Targets:
+    """What a probe differentiates with respect to, and how to get the distribution's parameters from them.
+
+    ``wrt="parameters"``: the task's ``probed_parameters()``, with the distribution computed by the task.
+    ``wrt="distribution"``: the tensors of the distribution's parameters themselves at the probe batch (the
+    encoder's output logits, a Gaussian's mean and log-scale, a quantizer's z_e), detached from the encoder:
+    a gradient whose size does not depend on the encoder, as in Liu et al.'s (2023) analysis of ReinMax.
+    """
+
+    wrt: str
+    tensors: list[Tensor]
+    distribution: Callable[[Any], Any]
+    are_parameters: bool = True  # the tensors are the probed parameters (toy, gaussian: logits, mean, ...)
+
+
+def probe_targets(task: Task, batch: Any, wrt: str = "parameters") -> Targets:
+    probed = list(task.probed_parameters().values())
+    if wrt == "parameters":
+        return Targets(wrt, probed, task.distribution)
+    with torch.enable_grad():
+        leaves, rebuild = split_parameters(task.distribution(batch))
+    # The tensors that depend on trainable parameters (an EMA codebook, a buffer, is a constant here).
+    trained = [leaf.requires_grad for leaf in leaves]
+    detached = [leaf.detach().requires_grad_(grad) for leaf, grad in zip(leaves, trained, strict=True)]
+    rebuilt = rebuild(detached)
+    tensors = [leaf for leaf, grad in zip(detached, trained, strict=True) if grad]
+    originals = [leaf for leaf, grad in zip(leaves, trained, strict=True) if grad]
+    same = len(originals) == len(probed) and all(a is b for a, b in zip(originals, probed, strict=True))
+    return Targets(wrt, tensors, lambda _batch: rebuilt, same)
+
+
+def targets_loss(
+    task: Task, estimator: Estimator, samples: int, batch: Any, targets: Targets, noise: Any = None
+) -> Tensor:
+    """The loss whose gradient with respect to ``targets.tensors`` is one estimate (with pre-drawn ``noise``
+    for the estimator when given: ``estimators.base.draw_noise``)."""
+    if targets.wrt == "parameters" and noise is None:
+        return task.loss(estimator, samples, batch)  # honours a task that overrides loss()
+    params = targets.distribution(batch)
+    surrogate = estimator(
+        params, task.objective(batch), samples, **({} if noise is None else {"noise": noise})
+    )
+    return surrogate.mean() + task.deterministic(params, batch)
+
+
+def draw_gradients(
+    task: Task,
+    estimator: Estimator,
+    samples: int,
+    batch: Any,
+    draws: int,
+    batches: list[Any] | None = None,
+    targets: Targets | None = None,
+    noise: Any = None,
+) -> Tensor:
+    """M gradient estimates of the task's loss with respect to the probe's targets, shape (M, P).
+
+    Every draw uses ``batch``, or draw m uses ``batches[m]`` when given (``Task.probe_batches``). Targets
+    default to the probed parameters. ``noise``: pre-drawn noise for the estimator with a leading dimension
+    M (``estimators.base.draw_noise(..., draws=M)``); draw m reads its m-th slice (common random numbers).
+
+    The estimator is put in eval mode so that stateful parts (an EMA baseline) are read, not updated.
+    """
+    targets = targets or probe_targets(task, batch)
+    was_training = estimator.training
+    estimator.eval()
+    try:
+        rows = []
+        for draw in range(draws):
+            with torch.enable_grad():
+                loss = targets_loss(
+                    task,
+                    estimator,
+                    samples,
+                    batch if batches is None else batches[draw],
+                    targets,
+                    None if noise is None else pytree.tree_map(lambda value: value[draw], noise),  # noqa: B023
+                )
+            rows.append(
+                flatten(torch.autograd.grad(loss, targets.tensors, allow_unused=True, materialize_grads=True))
+            )
+    finally:
+        estimator.train(was_training)
+    return torch.stack(rows)
+
+
+def deterministic_gradient(task: Task, batch: Any, targets: Targets) -> Tensor | None:
+    """The exact gradient of the deterministic terms (a VAE's KL) with respect to the targets, flattened.
+
+    The same in every draw of a probe on one batch. None for a task that overrides ``loss()``: its loss
+    cannot be split into the estimated and the deterministic part.
+    """
+    if type(task).loss is not Task.loss:
+        return None
+    with torch.enable_grad():
+        params = targets.distribution(batch)
+        value = task.deterministic(params, batch)
+        if not value.requires_grad:
+            size = sum(tensor.numel() for tensor in targets.tensors)
+            return torch.zeros(size, device=targets.tensors[0].device)
+        gradient = torch.autograd.grad(value, targets.tensors, allow_unused=True, materialize_grads=True)
+    return flatten(gradient).detach()
+
+
+def split_parameters(params: Any) -> tuple[list[Tensor], Callable[[list[Tensor]], Any]]:
+    """The tensors inside distribution parameters and a function that rebuilds them from replacements.
+
+    ``params`` is any pytree of tensors: a tensor (categorical logits), a ``NamedTuple`` of tensors
+    (``estimators.Gaussian``, ``estimators.Codebook``), or tuples, lists and dicts of these. Leaves that are
+    not tensors are constants, passed through unchanged. Flattening is ``torch.utils._pytree``'s (private in
+    every supported torch; namedtuples, tuples, lists and dicts are the node types it has always known, and
+    ``tests/run/test_vectorized_probe.py`` guards the calls used here).
+    """
+    leaves, spec = pytree.tree_flatten(params)
+    positions = [index for index, leaf in enumerate(leaves) if isinstance(leaf, Tensor)]
+
+    def rebuild(tensors: list[Tensor]) -> Any:
+        replaced = list(leaves)
+        for index, tensor in zip(positions, tensors, strict=True):
+            replaced[index] = tensor
+        return pytree.tree_unflatten(replaced, spec)
+
+    return [leaves[index] for index in positions], rebuild
+
+
+class StochasticPart(nn.Module):
+    """``estimator(params, f, S).mean()`` as a function of the distribution parameters' tensors.
+
+    A module holding the task and the estimator, so that ``torch.func.functional_call`` can swap in the
+    task parameters that f reads directly (a decoder's weights, when those are probed). f is built inside
+    ``forward`` so that it reads the swapped parameters.
+    """
+
+    def __init__(self, task: Task, estimator: Estimator, samples: int, batch: Any, rebuild: Callable) -> None:
+        super().__init__()
+        self.task, self.estimator = task, estimator
+        self.samples, self.batch, self.rebuild = samples, batch, rebuild
+
+    def forward(self, leaves: list[Tensor], noise: Any = None) -> Tensor:
+        given = {} if noise is None else {"noise": noise}  # pre-drawn noise: common random numbers
+        return self.estimator(
+            self.rebuild(leaves), self.task.objective(self.batch), self.samples, **given
+        ).mean()
+
+
+def read_directly(stochastic: StochasticPart, leaves: list[Tensor], targets: list[Tensor]) -> list[bool]:
+    """Which probed parameters f reads other than through the distribution parameters (one trial draw)."""
+    with torch.enable_grad():
+        trial = [leaf.detach().requires_grad_(leaf.requires_grad) for leaf in leaves]
+        value = stochastic(trial)
+        if not value.requires_grad:
+            return [False] * len(targets)
+        used = torch.autograd.grad(value, targets, allow_unused=True)
+    return [gradient is not None for gradient in used]
+
+
+def draw_gradients_vectorized(
+    task: Task,
+    estimator: Estimator,
+    samples: int,
+    batch: Any,
+    draws: int,
+    chunk_size: int | None = None,
+    targets: Targets | None = None,
+    noise: Any = None,
+) -> Tensor:
+    """The same M estimates as ``draw_gradients`` (shape (M, P)), drawn in one batched computation.
+
+    The randomness enters after the encoder (``docs/design.md``, "Implementation notes"), so:
+
+    1. ``params = task.distribution(batch)`` is computed once, with its autograd graph to the probed
+       parameters; the deterministic term's gradient is the same in every draw and is computed once;
+    2. the M gradients of ``estimator(params, f, S)`` with respect to the tensors of ``params`` (and to
+       probed parameters that f reads directly, through ``functional_call``) come from
+       ``vmap(grad(.), randomness="different")``: every draw gets its own noise from the global generator;
+    3. one batched vector-Jacobian product (``autograd.grad(..., is_grads_batched=True)``) maps them back
+       through the encoder to the probed parameters. Where the distribution parameters ARE the probed
+       parameters (``toy``, ``gaussian``) that map is the identity and is skipped.
+
+    The estimator is in eval mode, so an EMA baseline is read, not updated. This assumes that
+    ``task.distribution`` is deterministic; a task whose encoder is random declares ``vectorizable = False``.
+    ``chunk_size`` bounds memory by vectorizing that many draws at a time. ``noise``: pre-drawn noise for
+    the estimator with a leading dimension M (``estimators.base.draw_noise(..., draws=M)``), passed to
+    ``vmap`` as a batched argument, so that draw m reads its m-th slice (common random numbers); whatever
+    else the estimator draws still comes from the global generator.
+    """
+    probed = targets or probe_targets(task, batch)
+    targets = probed.tensors
+    position = {id(target): index for index, target in enumerate(targets)}
+    module_names = {id(parameter): name for name, parameter in task.named_parameters(remove_duplicate=False)}
+    was_training = estimator.training
+    estimator.eval()
+    try:
+        with torch.enable_grad():
+            params = probed.distribution(batch)
+            leaves, rebuild = split_parameters(params)
+            deterministic = task.deterministic(params, batch)
+            fixed = (
+                torch.autograd.grad(deterministic, targets, allow_unused=True, retain_graph=True)
+                if deterministic.requires_grad
+                else [None] * len(targets)
+            )
+        stochastic = StochasticPart(task, estimator, samples, batch, rebuild)
+        direct = [
+            target
+            for target, used in zip(targets, read_directly(stochastic, leaves, targets), strict=True)
+            if used
+        ]
+        if any(id(target) not in module_names for target in direct):
+            raise RuntimeError(
+                "f reads a probed tensor that is not a registered parameter of the task, so functional_call "
+                "cannot differentiate it"
+            )
+        direct_values = {f"task.{module_names[id(target)]}": target.detach() for target in direct}
+
+        def one_draw(leaf_values: list[Tensor], swapped: dict[str, Tensor], draw: Any) -> Tensor:
+            return functional_call(stochastic, swapped, (leaf_values, None if noise is None else draw))
+
+        batched = vmap(
+            grad(one_draw, argnums=(0, 1)),
+            in_dims=(None, None, 0),
+            randomness="different",
+            chunk_size=chunk_size,
+        )
+        with torch.no_grad():  # grad() differentiates regardless; no outer autograd graph is recorded
+            leaf_gradients, direct_gradients = batched(
+                [leaf.detach() for leaf in leaves],
+                direct_values,
+                torch.zeros(draws, device=targets[0].device) if noise is None else noise,
+            )
+        # Per probed parameter, the (M, *shape) terms of its gradient, summed straight into the output.
+        parts: list[list[Tensor]] = [[] for _ in targets]
+        through_encoder = []
+        for leaf, gradient in zip(leaves, leaf_gradients, strict=True):
+            if id(leaf) in position:
+                parts[position[id(leaf)]].append(gradient)
+            elif leaf.requires_grad:
+                through_encoder.append((leaf, gradient))
+        if through_encoder:
+            mapped = torch.autograd.grad(
+                [leaf for leaf, _ in through_encoder],
+                targets,
+                grad_outputs=[gradient for _, gradient in through_encoder],
+                is_grads_batched=True,
+                allow_unused=True,
+            )
+            for index, gradient in enumerate(mapped):
+                if gradient is not None:
+                    parts[index].append(gradient)
+        for target in direct:
+            parts[position[id(target)]].append(direct_gradients[f"task.{module_names[id(target)]}"])
+    finally:
+        estimator.train(was_training)
+    sizes = [target.numel() for target in targets]
+    gradients = torch.empty((draws, sum(sizes)), dtype=targets[0].dtype, device=targets[0].device)
+    for terms, constant, view in zip(parts, fixed, gradients.split(sizes, dim=1), strict=True):
+        if not terms:
+            view.zero_()
+        for number, term in enumerate(terms):
+            view.copy_(term.reshape(draws, -1)) if number == 0 else view.add_(term.reshape(draws, -1))
+        if constant is not None:  # the deterministic term: the same in every draw
+            view.add_(constant.reshape(1, -1))
+    return gradients
