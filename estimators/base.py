@@ -27,9 +27,12 @@ Randomness comes from torch's global generator (``torch.rand``/``torch.randn``),
 ``estimator(params, f, samples, noise=draw_noise(params, samples))``. Estimators given the same noise use
 the same random numbers where they sample alike (common random numbers, Glasserman & Yao 1992): every
 categorical estimator that draws D = argmax(θ + G(U)) reads the same uniforms U (stream ``uniform``), so
-score-function, straight-through, ReinMax and Gumbel estimators see the same classes draw by draw;
-antithetic pairs (``antithetic``), Gaussian draws (``normal``) and the measure-valued derivative's
-Weibull and Maxwell draws have streams of their own. The noise is a dict of tensors, so that
+score-function, straight-through, ReinMax and Gumbel estimators see the same classes draw by draw; every
+Gaussian estimator reads the same ε of z = μ + σε (stream ``normal``). These two are the latent kinds' own
+streams (``KIND_STREAMS``). An estimator that needs noise of another kind declares it in its class,
+``noise_streams = (NoiseStream(...), ...)`` (DisARM's antithetic uniforms, the measure-valued derivative's
+Weibull and Maxwell draws), and ``draw_noise`` draws every declared stream of the latent kind: a new
+estimator with a new kind of noise changes no file but its own. The noise is a dict of tensors, so that
 ``torch.func.vmap`` can batch it as an ordinary argument.
 """
 
@@ -38,6 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
 import torch
@@ -78,12 +82,48 @@ class EstimatorError(ValueError):
     """Raised for invalid estimator settings or inputs (a bad temperature, too few samples, ...)."""
 
 
+@dataclass(frozen=True)
+class NoiseStream:
+    """One stream of pre-drawn random numbers (``draw_noise``), declared by the estimators that read it.
+
+    For distribution parameters of batch shape B (and event shape E: the C classes of a categorical, nothing
+    for a Gaussian) and S samples the stream has shape ``(*before, rows, *B, *E)`` (``event=False``: without
+    E), rows = S (``pairs=False``) or ⌈S/2⌉ (``pairs=True``: one number per antithetic pair); its numbers are
+    U(0, 1), or N(0, 1) with ``normal``. Estimators that declare the same name share the stream (common
+    random numbers); two declarations of one name must be equal.
+    """
+
+    name: str
+    latent: str
+    normal: bool = False
+    pairs: bool = False
+    event: bool = True
+    before: tuple[int, ...] = ()
+
+    def rows(self, samples: int) -> int:
+        return (samples + 1) // 2 if self.pairs else samples
+
+    def shape(self, samples: int, batch: tuple[int, ...], event: tuple[int, ...]) -> tuple[int, ...]:
+        return (*self.before, self.rows(samples), *batch, *(event if self.event else ()))
+
+
+# The latent kinds' own streams, drawn first: the uniforms behind a categorical sample D = argmax(θ + G(U))
+# (``sample_categorical``) and the ε of a Gaussian draw z = μ + σε.
+UNIFORM = NoiseStream("uniform", "categorical")
+NORMAL = NoiseStream("normal", "gaussian", normal=True)
+KIND_STREAMS: dict[str, tuple[NoiseStream, ...]] = {"categorical": (UNIFORM,), "gaussian": (NORMAL,)}
+
+# Every Estimator subclass, in the order its class was created (``Estimator.__init_subclass__``).
+ESTIMATOR_CLASSES: list[type] = []
+
+
 class Estimator(nn.Module):
     """Base class: subclasses set ``latents`` and ``unbiased`` and implement ``forward``.
 
     ``latents`` are the kinds of latent variable the estimator supports (from ``LATENT_KINDS``); a task
     declares its own kind and the harness refuses a mismatch. ``unbiased`` records whether E[ĝ] = ∇L.
-    ``min_samples`` is the smallest sample count S the estimator works with.
+    ``min_samples`` is the smallest sample count S the estimator works with. ``noise_streams`` declares the
+    pre-drawn noise it reads beyond its latent kind's own stream (``NoiseStream``; ``draw_noise``).
     """
 
     latents: ClassVar[tuple[str, ...]] = ()
@@ -94,6 +134,13 @@ class Estimator(nn.Module):
     # Estimators with trainable parameters of their own (``own_parameters``) set a factory
     # ``optimizer(parameters) -> torch.optim.Optimizer`` for them; None: Adam with ``OWN_LEARNING_RATE``.
     optimizer: Callable[..., torch.optim.Optimizer] | None = None
+    # The streams of pre-drawn noise the estimator reads beyond its latent kind's own (``KIND_STREAMS``):
+    # ``draw_noise`` draws every stream any estimator declares.
+    noise_streams: ClassVar[tuple[NoiseStream, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        ESTIMATOR_CLASSES.append(cls)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
         """``forward``, with a multi-sample objective bound to the distribution parameters of this call
@@ -180,9 +227,6 @@ def check_temperature(tau: float) -> float:
     return tau
 
 
-MEASURE_VALUED_STREAMS = ("weibull", "weibull_negative", "maxwell", "sign", "coupling", "normal_negative")
-
-
 def noise_stream(
     noise: Noise | None, stream: str, shape: torch.Size | tuple[int, ...], like: Tensor, normal: bool = False
 ) -> Tensor:
@@ -205,58 +249,82 @@ def noise_stream(
     return value.to(like.dtype)
 
 
+def declared_streams(latent: str) -> dict[str, NoiseStream]:
+    """Every noise stream of the latent kind, by name, in the order ``draw_noise`` draws them: the kind's
+    own (``KIND_STREAMS``), then those the estimator classes declare (``Estimator.noise_streams``) in the
+    order the classes were created (the bundled estimators first, in the order ``estimators/__init__.py``
+    imports them). A stream added later is drawn after the existing ones: their numbers do not change."""
+    import estimators  # noqa: F401 - the bundled estimators declare their streams when imported
+
+    streams: dict[str, NoiseStream] = {}
+    for stream in KIND_STREAMS.get(latent, ()) + tuple(
+        stream for cls in ESTIMATOR_CLASSES for stream in cls.__dict__.get("noise_streams", ())
+    ):
+        known = streams.get(stream.name)
+        if known is not None and known != stream:
+            raise EstimatorError(
+                f"two estimators declare the noise stream {stream.name!r} differently ({known} and "
+                f"{stream}); give the new one a name of its own."
+            )
+        if stream.latent == latent:
+            streams.setdefault(stream.name, stream)
+    return streams
+
+
+def latent_shapes(params) -> tuple[str, Tensor, tuple[int, ...], tuple[int, ...]]:
+    """(latent kind, a tensor of the parameters' dtype and device, batch shape, event shape) of ``params``."""
+    if isinstance(params, Gaussian):
+        batch = tuple(torch.broadcast_shapes(params.mean.shape, params.log_scale.shape))
+        return "gaussian", params.mean, batch, ()
+    if isinstance(params, Tensor) and params.dim() > 0:
+        return "categorical", params, tuple(params.shape[:-1]), tuple(params.shape[-1:])
+    raise EstimatorError(
+        f"draw_noise knows categorical logits (a tensor (..., C)) and estimators.Gaussian, got "
+        f"{type(params).__name__}."
+    )
+
+
 def draw_noise(
     params, samples: int, draws: int | None = None, generator: torch.Generator | None = None
 ) -> Noise:
     """Every noise stream an estimate with ``samples`` samples at ``params`` may read (common random numbers).
 
-    Categorical logits ``(*B, C)``: ``uniform`` (S, *B, C), the uniforms behind D = argmax(θ + G(U)), and
-    ``antithetic`` (⌈S/2⌉, *B), DisARM's shared uniforms. A Gaussian of batch shape B: ``normal`` (S, *B),
-    the draw z = μ + σε of the score function, the pathwise estimator and the measure-valued derivative, and
-    that derivative's own streams (``MEASURE_VALUED_STREAMS``; ``maxwell`` is (3, S, *B)). With ``draws`` =
-    M every stream gets a leading dimension M (one noise per probe draw, for ``torch.func.vmap``). An
-    estimate with fewer samples reads the first S rows: ``take_samples``.
+    The streams are those of the parameters' latent kind (``declared_streams``): for categorical logits
+    ``(*B, C)``, ``uniform`` (S, *B, C), the uniforms behind D = argmax(θ + G(U)), and the streams the
+    categorical estimators declare (DisARM's ``antithetic``, (⌈S/2⌉, *B)); for a Gaussian of batch shape B,
+    ``normal`` (S, *B), the draw z = μ + σε of the score function, the pathwise estimator and the
+    measure-valued derivative, and that derivative's own streams (``maxwell`` is (3, S, *B)). They are drawn
+    one after the other from ``generator`` in that order. With ``draws`` = M every stream gets a leading
+    dimension M (one noise per probe draw, for ``torch.func.vmap``). An estimate with fewer samples reads
+    the first S rows: ``take_samples``.
     """
+    latent, like, batch, event = latent_shapes(params)
+    streams = declared_streams(latent)
+    if not streams:
+        raise EstimatorError(f"no estimator declares a noise stream for {latent} latents.")
     leading = () if draws is None else (int(draws),)
-    like = params.mean if isinstance(params, Gaussian) else params
-    if not isinstance(like, Tensor) or (like is params and params.dim() == 0):
-        raise EstimatorError(
-            f"draw_noise knows categorical logits (a tensor (..., C)) and estimators.Gaussian, got "
-            f"{type(params).__name__}."
-        )
     options = {"generator": generator, "dtype": like.dtype, "device": like.device}
-
-    def uniform(*shape: int) -> Tensor:
-        return torch.rand((*leading, *shape), **options)
-
-    def normal(*shape: int) -> Tensor:
-        return torch.randn((*leading, *shape), **options)
-
-    if isinstance(params, Gaussian):
-        batch = torch.broadcast_shapes(params.mean.shape, params.log_scale.shape)
-        return {
-            "normal": normal(samples, *batch),
-            "weibull": uniform(samples, *batch),
-            "weibull_negative": uniform(samples, *batch),
-            "maxwell": normal(3, samples, *batch),
-            "sign": uniform(samples, *batch),
-            "coupling": uniform(samples, *batch),
-            "normal_negative": normal(samples, *batch),
-        }
     return {
-        "uniform": uniform(samples, *params.shape),
-        "antithetic": uniform((samples + 1) // 2, *params.shape[:-1]),
+        name: (torch.randn if stream.normal else torch.rand)(
+            (*leading, *stream.shape(samples, batch, event)), **options
+        )
+        for name, stream in streams.items()
     }
 
 
 def take_samples(noise: Noise, samples: int, leading: int = 0) -> Noise:
     """The noise of the first ``samples`` samples of noise drawn for more (``leading``: dimensions before the
     sample dimension, 1 for noise drawn with ``draws``); common random numbers across sample counts."""
+    import estimators  # noqa: F401 - the bundled estimators declare their streams when imported
+
+    declared = {
+        stream.name: stream for cls in ESTIMATOR_CLASSES for stream in cls.__dict__.get("noise_streams", ())
+    }
+    declared.update({stream.name: stream for streams in KIND_STREAMS.values() for stream in streams})
     taken = {}
-    for stream, value in noise.items():
-        axis = leading + (1 if stream == "maxwell" else 0)
-        count = (samples + 1) // 2 if stream == "antithetic" else samples
-        taken[stream] = value.narrow(axis, 0, count)
+    for name, value in noise.items():
+        stream = declared.get(name, NoiseStream(name, ""))
+        taken[name] = value.narrow(leading + len(stream.before), 0, stream.rows(samples))
     return taken
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from estimators.base import Estimator, EstimatorError, Noise, Objective, noise_stream
+from estimators.base import Estimator, EstimatorError, Noise, NoiseStream, Objective, noise_stream
 
 
 class DisARM(Estimator):
@@ -36,6 +36,8 @@ class DisARM(Estimator):
     latents = ("categorical",)
     unbiased = True
     min_samples = 2
+    # One uniform per antithetic pair and variable (not per class): u of b = 1[1 − u < σ(θ)], b̃ = 1[u < σ(θ)].
+    noise_streams = (NoiseStream("antithetic", "categorical", pairs=True, event=False),)
 
     def check_samples(self, samples: int) -> None:
         super().check_samples(samples)

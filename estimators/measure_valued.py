@@ -36,7 +36,17 @@ import math
 import torch
 from torch import Tensor
 
-from estimators.base import Estimator, EstimatorError, Gaussian, Noise, Objective, coupled_shape, noise_stream
+from estimators.base import (
+    NORMAL,
+    Estimator,
+    EstimatorError,
+    Gaussian,
+    Noise,
+    NoiseStream,
+    Objective,
+    coupled_shape,
+    noise_stream,
+)
 
 
 def weibull_noise(
@@ -64,6 +74,18 @@ class MeasureValued(Estimator):
 
     latents = ("gaussian",)
     unbiased = True
+    # The draw z = μ + σε (the Gaussian's own stream), then, per sample and coordinate: U of the Weibull draws
+    # of the positive and negative parts, the 3-d Gaussian whose norm is a Maxwell draw and its sign, U of
+    # the coupled negative part, and the uncoupled negative part's normal.
+    noise_streams = (
+        NORMAL,
+        NoiseStream("weibull", "gaussian"),
+        NoiseStream("weibull_negative", "gaussian"),
+        NoiseStream("maxwell", "gaussian", normal=True, before=(3,)),
+        NoiseStream("sign", "gaussian"),
+        NoiseStream("coupling", "gaussian"),
+        NoiseStream("normal_negative", "gaussian", normal=True),
+    )
 
     def __init__(self, coupling: bool = True) -> None:
         super().__init__()
