@@ -16,6 +16,8 @@ from estimators.measure_valued import MeasureValued
 from estimators.none import NoSampling
 from estimators.rebar import REBAR
 from estimators.reinmax import ReinMax
+from estimators.reinmax_cv import ReinMaxCV
+from estimators.reinmax_rao import ReinMaxRao
 from estimators.relax import LAX, RELAX
 from estimators.reparam import Reparam
 from estimators.schedule import TemperatureSchedule
@@ -46,6 +48,8 @@ __all__ = [
     "REBAR",
     "RELAX",
     "ReinMax",
+    "ReinMaxCV",
+    "ReinMaxRao",
     "Reparam",
     "ScoreFunction",
     "StochasticVQ",

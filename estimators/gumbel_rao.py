@@ -25,16 +25,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from estimators.base import EstimatorError, Noise, Objective, expand_samples, sample_categorical
+from estimators.base import EstimatorError, Noise, Objective, sample_categorical
 from estimators.schedule import TemperatureEstimator
 
 
 def conditional_gumbel(logits: Tensor, hard: Tensor, draws: int) -> Tensor:
     """Perturbed logits X = θ + G, shape (R, *hard.shape), with G standard Gumbel given argmax X = ``hard``.
 
-    ``hard`` is one-hot of shape (S, *logits.shape); the result carries no gradient.
+    ``hard`` is one-hot of shape (S, *logits.shape); ``logits`` of shape (*B, C), or (S, *B, C) for logits of
+    each sample's own (ReinMax-Rao's log π₁). The result carries no gradient.
     """
-    logits = expand_samples(logits.detach(), hard.shape[0])
+    logits = logits.detach().expand(hard.shape)
     tiny = torch.finfo(logits.dtype).tiny
     uniform = torch.rand((draws, *hard.shape), dtype=logits.dtype, device=logits.device)
     log_exponential = torch.log(-torch.log(uniform.clamp(tiny, 1.0 - 1e-7)))  # log E, E ~ Exp(1)
