@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.report.publish import Study, by_name, write_page
+from bench.report.publish import PageStudy, by_name, write_page
 from bench.report.publish.page import study_folder
 
 
@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     return result
 
 
-def chosen_studies(only: list[str], settings: list[str]) -> tuple[Study, ...]:
+def chosen_studies(only: list[str], settings: list[str]) -> tuple[PageStudy, ...]:
     """The studies to run, with the ``--set`` overrides applied; UsageError naming a bad item."""
     known = by_name()
     unknown = [name for name in only if name not in known]
@@ -76,7 +76,7 @@ def chosen_studies(only: list[str], settings: list[str]) -> tuple[Study, ...]:
     return tuple(studies[name] for name in known if not only or name in only)
 
 
-def command(study: Study, results: Path, jobs: int, niceness: int) -> list[str]:
+def command(study: PageStudy, results: Path, jobs: int, niceness: int) -> list[str]:
     """The study's sweep: ``python -m bench -m`` (or ``python -m bench.tune``) into its folder."""
     prefix = ["nice", "-n", str(niceness)] if niceness and shutil.which("nice") else []
     multirun = ["-m"] if study.command == "bench" else []
@@ -95,7 +95,9 @@ def command(study: Study, results: Path, jobs: int, niceness: int) -> list[str]:
     ]
 
 
-def run_studies(studies: tuple[Study, ...], results: Path, jobs: int, niceness: int, dry_run: bool) -> int:
+def run_studies(
+    studies: tuple[PageStudy, ...], results: Path, jobs: int, niceness: int, dry_run: bool
+) -> int:
     """Run every study's sweep in turn; returns how many failed."""
     failed = 0
     for number, study in enumerate(studies, 1):

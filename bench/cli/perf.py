@@ -32,7 +32,7 @@ from bench.campaigns.perf.measurements import (
 from bench.campaigns.perf.timing import Result, load_average, machine
 from bench.formats.errors import ConfigError
 from bench.formats.files import ROOT, atomic_write_text, strict
-from bench.run.build import resolve_device
+from bench.run.device import resolve_device
 
 MEASUREMENTS = (
     "probe_toy",

@@ -229,6 +229,15 @@ OPTIONAL_FIELDS: tuple[Field, ...] = (
         "may differ in the last bits from an uninterrupted run's",
     ),
     _field("resume_refused", str, "why checkpoints in the run's folder were not loaded (corrupt, other run)"),
+    _field("package_version", str, "the installed gradbench version (unknown in a plain source tree)"),
+    _field(
+        "git_modified", bool, "whether the checkout's tracked files differed from git_commit", nullable=True
+    ),
+    _field(
+        "source_hash",
+        str,
+        "sha256 (16 hex digits) of the code's source files and configs (bench.formats.version.source_hash)",
+    ),
 )
 
 REFERENCE_SUMMARY_FIELDS: tuple[Field, ...] = (
@@ -298,7 +307,7 @@ def summary_problems(summary: Any) -> list[str]:
             if not field.nullable:
                 problems.append(f"'{name}' is null, but it must be {type_names(field)}")
             continue
-        if isinstance(value, bool) or not isinstance(value, field.types):
+        if (isinstance(value, bool) and bool not in field.types) or not isinstance(value, field.types):
             problems.append(
                 f"'{name}' is {type(value).__name__} {value!r:.40}, but it must be {type_names(field)}"
             )
@@ -340,6 +349,6 @@ def summary_problems(summary: Any) -> list[str]:
 
 
 def type_names(field: Field) -> str:
-    names = {int: "an integer", float: "a number", str: "a string"}
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
     kinds = " or ".join(dict.fromkeys(names.get(kind, kind.__name__) for kind in field.types))
     return kinds + (" or null" if field.nullable else "")

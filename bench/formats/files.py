@@ -1,4 +1,4 @@
-"""Writing run results: atomic files, strict JSON, the long-form metrics table, and provenance."""
+"""Writing run results: atomic files, strict JSON and the long-form metrics table (the one atomic writer)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import io
 import json
 import math
 import os
-import platform
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,13 +16,17 @@ CURRENT_UMASK = os.umask(0o022)
 os.umask(CURRENT_UMASK)  # reading the umask means setting it: put it back at once
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a reader (or a SIGKILL) sees the old file or the new one."""
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a reader (or a SIGKILL) sees the old file or the new one.
+
+    Through a flushed, fsync'ed temporary file in the same folder, renamed over ``path``; the folder is then
+    synced, so that the rename itself survives a power loss.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         # mkstemp creates the file readable by its owner only; give it the mode an ordinary write would
@@ -34,6 +36,21 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    try:
+        folder = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(folder)
+    except OSError:
+        pass
+    finally:
+        os.close(folder)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (``atomic_write_bytes``)."""
+    atomic_write_bytes(Path(path), text.encode("utf-8"))
 
 
 def strict(value: Any) -> Any:
@@ -58,29 +75,3 @@ def write_metrics(path: Path, rows: list[tuple[int, str, float]]) -> None:
     writer.writerow(["step", "metric", "value"])
     writer.writerows((step, metric, repr(float(value))) for step, metric, value in rows)
     atomic_write_text(path, buffer.getvalue())
-
-
-def git_commit() -> str | None:
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
-
-
-def provenance() -> dict[str, Any]:
-    """Versions and the git commit, recorded flat in every summary."""
-    import hydra
-    import numpy
-    import torch
-
-    return {
-        "python_version": platform.python_version(),
-        "torch_version": torch.__version__,
-        "numpy_version": numpy.__version__,
-        "hydra_version": hydra.__version__,
-        "git_commit": git_commit(),
-        "hostname": platform.node(),
-    }

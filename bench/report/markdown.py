@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.formats.tables import markdown_table
 from bench.formats.contract import OK, STATUSES
 from bench.report.comparisons import (
     MINIMUM_TASKS,
@@ -108,13 +109,6 @@ POINT_COLUMNS = ("grad_bias_rel", "grad_variance_rel", "grad_mse", "grad_cos")
 """Probe fields of the main table, at the probe point (``gradients.probe_point``)."""
 
 SUMMARY_COLUMNS = ("estimate_time_ms", "f_evals", "step_time_ms")
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(str(column) for column in frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = ["| " + " | ".join(str(value) for value in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *rows])
 
 
 def in_status_order(statuses: Iterable[str]) -> list[str]:

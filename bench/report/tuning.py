@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.formats.tables import markdown_table
 from bench.formats.contract import OK, REPORT_DIR, TUNING_FILE, TUNING_STAGE_ONE_DIR
 from bench.report.statistics import interval
 from bench.report.survival import crossing_time, kaplan_meier
@@ -499,13 +500,6 @@ def figure_profile(table: pd.DataFrame, directory: Path, stem: str) -> str:
 
 
 # ---- Markdown --------------------------------------------------------------------------------------------
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(str(column) for column in frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(str(value) for value in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
 
 
 def tuning_section(directory: Path, summaries: pd.DataFrame, curves: pd.DataFrame) -> str:

@@ -13,7 +13,6 @@ computes then lives there. A task keeps its data in registered buffers to take i
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import torch
@@ -24,8 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from bench.formats.configs import CONF_DIR, config_target
 from bench.formats.contract import SKIPPED
 from bench.formats.errors import ConfigError
+from bench.run.device import run_device
 from bench.run.probe import check_vectorize, check_wrt
-from bench.run.sweep import parallel_job_number
 from bench.tasks.base import Task
 from bench.tasks.custom import check_task
 from estimators.base import Estimator, EstimatorError
@@ -97,51 +96,6 @@ def learning_rates(node: Any, prefix: str) -> list[tuple[str, Any]]:
         elif isinstance(value, DictConfig):
             found.extend(learning_rates(value, f"{prefix}.{key}"))
     return found
-
-
-DEVICES = "auto (a GPU when torch sees one, else the CPU), cpu, cuda or cuda:N (the GPU numbered N)"
-
-
-def resolve_device(value: Any, job: int | None = None) -> torch.device:
-    """The torch device ``device=value`` names on this machine; ConfigError if it is not one or not here.
-
-    ``auto``: the GPU when torch sees one, else the CPU. ``cuda`` without a number: the current GPU, or under
-    a parallel launcher (``job``, the job's number: ``bench.run.sweep.parallel_job_number``) GPU ``job``
-    modulo the number of GPUs visible, so that the jobs running at once spread over them; ``auto`` does the
-    same when there is a GPU. ``cuda:N`` is that GPU, whatever the launcher.
-    """
-    text = "auto" if value is None else str(value).strip().lower()
-    form = re.fullmatch(r"auto|cpu|cuda(?::(\d+))?", text)
-    if form is None:
-        raise ConfigError(f"device must be {DEVICES}; got device={value!r}.")
-    if text == "cpu" or (text == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        why = (
-            f"this torch ({torch.__version__}) was built without CUDA"
-            if torch.version.cuda is None
-            else f"torch (CUDA {torch.version.cuda}) finds no GPU: check nvidia-smi and CUDA_VISIBLE_DEVICES"
-        )
-        raise ConfigError(
-            f"device={text}, but there is no GPU to run on: {why}. Run on the CPU with device=cpu, or with "
-            "device=auto, which takes a GPU where there is one."
-        )
-    count = torch.cuda.device_count()
-    if form.group(1) is not None:
-        index = int(form.group(1))
-        if index >= count:
-            raise ConfigError(
-                f"device={text}, but torch sees {count} GPU{'s' if count > 1 else ''} (cuda:0 to "
-                f"cuda:{count - 1}; CUDA_VISIBLE_DEVICES renumbers them). Choose one of those, or "
-                "device=cuda."
-            )
-        return torch.device("cuda", index)
-    return torch.device("cuda", job % count if job is not None else torch.cuda.current_device())
-
-
-def run_device(config: DictConfig) -> torch.device:
-    """The device of the run ``config`` describes (``device``, default ``auto``), on this machine."""
-    return resolve_device(config.get("device", "auto"), parallel_job_number())
 
 
 def check_settings(config: DictConfig) -> None:

@@ -16,21 +16,18 @@ only when the ``.pt`` file's sha256 matches the sidecar's (``load`` checks).
 
 **Contents.** The ``.pt`` file holds one dict, readable with ``torch.load(path, weights_only=True)``:
 ``format``, ``step``, ``config_digest``, ``config`` (the run's resolved config as YAML:
-``bench.run.build.setup`` rebuilds the objects from it), ``threads``, ``params_digest``, ``resumes``;
-``task``, ``estimator`` and ``optimizer`` (their ``state_dict()``), ``estimator_optimizer`` (the
-``state_dict()`` of the optimizer of the estimator's own parameters, ``Estimator.own_parameters``, or None:
-REBAR's η and λ, RELAX's network), ``attributes`` (the plain number, string and boolean attributes of
-every submodule of the task and of the estimator, e.g. a temperature a schedule moved); ``random`` (the
-states of torch's global generator, ``torch``; of the run's data generator, ``data``; of the CUDA generators,
-``cuda``, where CUDA is initialized); and the training loop's own state: ``rows`` (the metrics recorded so
-far), ``timing`` (the step, optimizer and estimate times so far), ``running`` (the running training-loss
-sum and count) and ``probe`` (the last probe's results). Loading it into freshly built objects
-(``restore``) makes the next training step bit-identical on CPU to the uninterrupted run's.
+``bench.run.build.setup`` rebuilds the objects from it), ``threads``, ``params_digest``, ``resumes``, and
+the training state as ``bench.run.state.TrainingState.capture`` writes it: one entry per field of the state
+(``task``, ``estimator`` and their plain ``attributes``, ``optimizer``, ``estimator_optimizer``, ``data``,
+``step``, ``rows``, the step times, the running loss, ``last_probe``) and ``random`` (torch's global and
+the CUDA generators). Loading it into freshly built objects (``TrainingState.restore``) makes the next
+training step bit-identical on CPU to the uninterrupted run's. Format 2 (this layout); a checkpoint of
+another format is refused and the run starts over, saying why.
 
 **Public API** (what other code may rely on): ``save``, ``load``, ``list_checkpoints``, ``params_digest``,
 ``CheckpointError``, and the naming helpers ``checkpoint_path`` and ``sidecar_path``. The rest of this
-module is the runner's: the schedule and rotation (``Checkpoints``), restoring the training state
-(``restore``), and stop signals (``StopSignals``, ``Interrupted``).
+module is the runner's: the schedule and rotation (``Checkpoints``). The training state is
+``bench.run.state``'s, stop signals ``bench.run.signals``'s.
 """
 
 from __future__ import annotations
@@ -38,15 +35,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import pickle
 import re
-import signal
 import sys
-import tempfile
-import threading
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,15 +48,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench.formats.contract import METRICS_FILE, SUMMARY_FILE
 from bench.formats.errors import ConfigError
-from bench.formats.files import CURRENT_UMASK, atomic_write_text
+from bench.formats.files import atomic_write_bytes, atomic_write_text
+from bench.run.signals import StopSignals
 
-FORMAT = 1
+FORMAT = 2
 FOLDER = "checkpoints"
 KINDS = ("step", "latest")  # at checkpoint.steps (kept) and rotating (newest two kept)
 NAME = re.compile(r"^(step|latest)_(\d{7,})\.pt$")
 RESUME_MODES = ("auto", "strict", "never")
 KEPT_LATEST = 2
-PLAIN = (bool, int, float, str)  # the attributes saved besides the state_dict
 
 
 class CheckpointError(Exception):
@@ -130,32 +123,6 @@ def save(path: Path, state: dict[str, Any]) -> None:
         "file": path.name,
     }
     atomic_write_text(sidecar_path(path), json.dumps(sidecar, indent=2) + "\n")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a flushed, fsync'ed temporary file renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o666 & ~CURRENT_UMASK)  # as an ordinary write would: readable by collaborators
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    try:  # the rename itself survives a power loss once the folder is synced
-        folder = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(folder)
-    except OSError:
-        pass
-    finally:
-        os.close(folder)
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
@@ -244,86 +211,6 @@ def step_of(path: Path) -> int:
     if match is None:
         raise ValueError(f"{path} is not a checkpoint file")
     return int(match.group(2))
-
-
-# --- the training state ---------------------------------------------------------------------------------
-
-
-def plain_attributes(module: torch.nn.Module) -> dict[str, dict[str, Any]]:
-    """The plain (bool, int, float, str) attributes of every submodule, by submodule name."""
-    return {
-        name: {key: value for key, value in vars(child).items() if isinstance(value, PLAIN)}
-        for name, child in module.named_modules()
-    }
-
-
-def set_attributes(module: torch.nn.Module, saved: dict[str, dict[str, Any]]) -> None:
-    children = dict(module.named_modules())
-    for name, attributes in saved.items():
-        child = children.get(name)
-        if child is None:
-            raise CheckpointError(f"the checkpoint has state for a submodule {name!r} that this task lacks")
-        for key, value in attributes.items():
-            setattr(child, key, value)
-
-
-def random_state(data: torch.Generator) -> dict[str, Any]:
-    """The states of torch's global generator, of the run's data generator and of the CUDA generators."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "data": data.get_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def capture(
-    task: torch.nn.Module,
-    estimator: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    data: torch.Generator,
-    estimator_optimizer: torch.optim.Optimizer | None = None,
-) -> dict[str, Any]:
-    """The objects' part of a checkpoint's state: state_dicts, plain attributes, random states, params_digest.
-
-    ``estimator_optimizer``: the optimizer of the estimator's own parameters, where it has one.
-    The tensors are the live ones, not copies: save the state before the next step changes them.
-    """
-    return {
-        "params_digest": params_digest(task),
-        "task": task.state_dict(),
-        "estimator": estimator.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "estimator_optimizer": None if estimator_optimizer is None else estimator_optimizer.state_dict(),
-        "attributes": {"task": plain_attributes(task), "estimator": plain_attributes(estimator)},
-        "random": random_state(data),
-    }
-
-
-def restore(
-    state: dict[str, Any],
-    task: torch.nn.Module,
-    estimator: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    data: torch.Generator,
-) -> torch.optim.Optimizer | None:
-    """Load a checkpoint's state into freshly built objects and set the random generators as they were.
-
-    Returns the optimizer of the estimator's own parameters with its state (``estimator.make_optimizer()``,
-    built after the estimator's state is loaded, so that it sees every parameter), or None where the
-    checkpoint has none (a plain estimator, or one saved before its first training step)."""
-    task.load_state_dict(state["task"])
-    estimator.load_state_dict(state["estimator"])
-    set_attributes(task, state["attributes"]["task"])
-    set_attributes(estimator, state["attributes"]["estimator"])
-    optimizer.load_state_dict(state["optimizer"])
-    estimator_optimizer = None
-    if state.get("estimator_optimizer") is not None:
-        estimator_optimizer = estimator.make_optimizer()
-        estimator_optimizer.load_state_dict(state["estimator_optimizer"])
-    torch.set_rng_state(state["random"]["torch"])
-    data.set_state(state["random"]["data"])
-    if "cuda" in state["random"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["random"]["cuda"])
-    return estimator_optimizer
 
 
 # --- settings, schedule, rotation and resuming ----------------------------------------------------------
@@ -513,109 +400,3 @@ def remove_pair(path: Path) -> None:
     """Remove a checkpoint: its sidecar first (the pair is then incomplete), then the file."""
     sidecar_path(path).unlink(missing_ok=True)
     Path(path).unlink(missing_ok=True)
-
-
-# --- stop signals ---------------------------------------------------------------------------------------
-
-
-class Interrupted(BaseException):
-    """A stop signal ended the run; a BaseException, like KeyboardInterrupt (``except Exception`` lets it by).
-
-    ``signal_number``: the signal; ``step``: the last step that finished; ``checkpoint``: the checkpoint
-    saved at that step (None when none was saved: the signal came a second time, or before training).
-    """
-
-    def __init__(self, signal_number: int, step: int | None = None, checkpoint: Path | None = None) -> None:
-        super().__init__(signal_number, step, checkpoint)
-        self.signal_number, self.step, self.checkpoint = signal_number, step, checkpoint
-        self.raised: BaseException | None = None  # what the previous handler raised, when it was handed over
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signal_number).name
-
-
-def stop_signal_numbers(environment: dict[str, str] | None = None) -> list[int]:
-    """SIGTERM, SIGUSR1, SIGUSR2, SIGINT and the signal named in ``SUBMITIT_PREEMPT_SIGNAL`` (``USR2``)."""
-    environment = os.environ if environment is None else environment
-    numbers = [signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT]
-    named = environment.get("SUBMITIT_PREEMPT_SIGNAL", "").strip().upper()
-    if named:
-        number = getattr(signal, named if named.startswith("SIG") else f"SIG{named}", None)
-        if isinstance(number, signal.Signals) and number not in numbers:
-            numbers.append(number)
-    return [int(number) for number in numbers]
-
-
-class StopSignals:
-    """Stop signals during a run: the first one is acted on at the next step boundary, a second at once.
-
-    ``install()`` replaces the handlers of ``stop_signal_numbers()`` (a signal the process ignores stays
-    ignored; outside the main thread nothing is installed); the handler records the signal in
-    ``requested``, which ``Checkpoints.after_step`` reads at the end of every step: it saves a checkpoint
-    and calls ``stop``. Where a Python handler was installed before ours (submitit's; Python's own SIGINT
-    handler), ``stop`` has the run record itself as interrupted (``on_stop``) and then calls that handler
-    as the signal would have: submitit's requeues the job and exits, Python's raises KeyboardInterrupt, and
-    one that returns (submitit ignores SIGTERM) lets training go on. Without one, ``stop`` raises
-    ``Interrupted``: the run records itself and exits with 128 + the signal number (``hand_over``).
-    ``restore()`` puts the previous handlers back.
-    """
-
-    def __init__(self, numbers: Iterable[int] | None = None) -> None:
-        self.numbers = list(stop_signal_numbers() if numbers is None else numbers)
-        self.previous: dict[int, Any] = {}  # the handlers we replaced, by signal number
-        self.installed = False
-        self.requested: int | None = None
-        self.on_stop: Callable[[Interrupted], None] | None = None  # records the run as interrupted
-        self.stopped: Interrupted | None = None  # the last stop handed to a previous handler
-
-    def install(self) -> StopSignals:
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        for number in self.numbers:
-            current = signal.getsignal(number)
-            if current is signal.SIG_IGN:
-                continue
-            self.previous[number] = current
-            signal.signal(number, self.handle)
-        self.installed = True
-        return self
-
-    def handle(self, number: int, frame: Any) -> None:
-        if self.requested is None:
-            self.requested = number
-            return
-        raise Interrupted(number)
-
-    def stop(self, step: int, checkpoint: Path | None) -> None:
-        """Act on the requested signal at the end of ``step``, whose checkpoint has been saved."""
-        number, self.requested = self.requested, None
-        stop = Interrupted(number, step, checkpoint)
-        previous = self.previous.get(number)
-        if not callable(previous):
-            raise stop
-        self.stopped = stop
-        if self.on_stop is not None:
-            self.on_stop(stop)
-        self.restore()  # the previous handler runs as if ours had never been there; it may exit
-        try:
-            previous(number, None)
-        except BaseException as error:  # e.g. submitit's "not requeued": it goes on to its own caller
-            stop.raised = error
-            raise
-        self.install()  # it returned: the run goes on, and the next signal is ours again
-
-    def restore(self) -> None:
-        if self.installed:
-            for number, previous in self.previous.items():
-                # None: a handler installed outside Python; the default is the closest we can put back.
-                signal.signal(number, signal.SIG_DFL if previous is None else previous)
-            self.installed = False
-
-    def hand_over(self, number: int) -> None:
-        """What the signal would have done without us: the previous Python handler, else exit 128 + number."""
-        previous = self.previous.get(number)
-        if callable(previous):
-            previous(number, None)
-            return
-        raise SystemExit(128 + number)

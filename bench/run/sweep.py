@@ -3,7 +3,7 @@ SLURM job.
 
 No scheduler of our own: Hydra's joblib launcher runs jobs on the local cores, its submitit launcher on a
 SLURM cluster (``submitit_local`` runs the same path on one machine). Under the joblib launcher the jobs
-spread over the visible GPUs (``parallel_job_number``, ``bench.run.build.resolve_device``); under submitit
+spread over the visible GPUs (``parallel_job_number``, ``bench.run.device.resolve_device``); under submitit
 each job gets the GPUs SLURM gives it (``hydra.launcher.gpus_per_node``).
 """
 

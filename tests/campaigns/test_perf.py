@@ -18,7 +18,7 @@ from bench.campaigns.perf import Result
 from bench.campaigns.perf.bare import bare_vae_steps, seeded_setup
 from bench.campaigns.perf.measurements import measure_lazy_adam
 from bench.cli.perf import main
-from bench.run.runner import Recorder, train
+from bench.run.loop import Recorder, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -127,8 +127,8 @@ def test_bare_loop_differs_with_the_seed(config_factory) -> None:
 
 
 def test_fast_finite_gradient_check_keeps_its_meaning() -> None:
-    """bench.run.runner.finite_gradients adds up one sum per gradient first; the answer must not change."""
-    from bench.run.runner import finite_gradients
+    """bench.run.loop.finite_gradients adds up one sum per gradient first; the answer must not change."""
+    from bench.run.loop import finite_gradients
 
     parameters = [torch.nn.Parameter(torch.zeros(3, 4)) for _ in range(3)]
     for parameter in parameters:

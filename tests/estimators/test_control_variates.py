@@ -18,8 +18,8 @@ from bench.formats.errors import ConfigError
 from bench.run import checkpoint
 from bench.run.build import setup
 from bench.run.checkpoint import Checkpoints
+from bench.run.loop import Recorder, train
 from bench.run.probe import probe
-from bench.run.runner import Recorder, train
 from bench.run.sweep import config_digest
 from bench.tasks.gaussian import GaussianTask
 from bench.tasks.toy import Toy

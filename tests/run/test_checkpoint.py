@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from bench.formats.errors import ConfigError
-from bench.run import checkpoint
+from bench.run import checkpoint, state
 from bench.run.build import setup
 from bench.run.checkpoint import CheckpointError, Checkpoints
-from bench.run.runner import Recorder, run, train
+from bench.run.loop import Recorder, train
+from bench.run.runner import run
 from bench.run.sweep import config_digest
 from tests.helpers import make_config
 
@@ -130,7 +131,7 @@ def test_a_checkpoint_loaded_into_fresh_objects_gives_a_bit_identical_next_step(
     assert checkpoint.params_digest(fresh_task) == checkpoint.params_digest(task)
     assert as_written(resumed_recorder.rows) == as_written(recorder.rows) and recorder.rows
     assert again["final"] == whole["final"] and again["probe"].keys() == whole["probe"].keys()
-    assert checkpoint.plain_attributes(fresh_estimator) == checkpoint.plain_attributes(estimator)
+    assert state.plain_attributes(fresh_estimator) == state.plain_attributes(estimator)
 
 
 def test_the_checkpoint_file_and_its_sidecar(tmp_path, one_thread):

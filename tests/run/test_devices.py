@@ -16,9 +16,11 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from bench.formats.errors import ConfigError
-from bench.run.build import resolve_device, setup
+from bench.run.build import setup
+from bench.run.device import resolve_device
+from bench.run.loop import Recorder, train
 from bench.run.preflight import preflight
-from bench.run.runner import Recorder, run, train
+from bench.run.runner import run
 from bench.run.sweep import config_digest, variant_digest
 from tests.helpers import CONF, ROOT, make_config, run_cli
 
@@ -57,7 +59,7 @@ def test_the_summary_records_the_device_and_this_runs_peak_memory(tmp_path):
     # it, and the resident size, hence the peak, does not move.
     script = (
         "import torch\n"
-        "from bench.run.costs import PeakMemory\n"
+        "from bench.run.device import PeakMemory\n"
         "first = PeakMemory(torch.device('cpu')).start()\n"
         "large = torch.ones(64 * 2**20 // 4)  # 64 MiB\n"
         "del large\n"

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from bench.formats.contract import NOT_PART_OF_THE_CONFIGURATION, NOT_PART_OF_THE_RUN, SUMMARY_FIELDS
 from bench.run.build import setup
-from bench.run.runner import Recorder, train
+from bench.run.loop import Recorder, train
 from tests.helpers import CONF, run_cli
 
 # The metrics.csv of four short runs at threads=1 (torch 2.13, CPU), recorded in tests/run/short_runs/. These
@@ -130,7 +130,7 @@ def test_vqvae_data_order_depends_on_the_seed_alone(config_factory, tmp_path):
 
 
 def test_train_batch_without_a_generator_argument_still_works():
-    from bench.run.runner import batch_source
+    from bench.run.loop import batch_source
     from bench.tasks.toy import Toy
 
     class OldStyle(Toy):  # a task written before train_batch was offered the run's generator

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from bench.run import checkpoint
-from bench.run.checkpoint import Interrupted, StopSignals, stop_signal_numbers
 from bench.run.runner import run
+from bench.run.signals import Interrupted, StopSignals, stop_signal_numbers
 from bench.run.sweep import allocation_threads, available_cores
 from tests.helpers import make_config, run_cli
 from tests.run.test_reliability import start, wait_for

@@ -23,7 +23,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-import bench.run.probe as probe_module
+import bench.run.probe.vectorize as probe_module
 from bench.formats.errors import ConfigError
 from bench.run.probe import (
     draw_gradients,

@@ -1,10 +1,10 @@
 """The bare-loop baseline: the harness's VAE training step with Gumbel-Softmax, as a plain PyTorch loop.
 
 The harness-overhead goal (a harness step ≤ 1.10× a bare step) compares like with like only if the bare loop
-does the same numerical work as ``bench.run.runner.train`` with ``task=vae estimator=gumbel``. So it computes
+does the same numerical work as ``bench.run.loop.train`` with ``task=vae estimator=gumbel``. So it computes
 exactly what the harness computes, in the same order:
 
-- the training batches come from ``bench.run.runner.batch_source`` with a generator seeded with the run's
+- the training batches come from ``bench.run.loop.batch_source`` with a generator seeded with the run's
 seed,
   as the runner draws them;
 - the logits are the task's encoder's (``task.distribution``), the likelihood is the task's own objective
@@ -30,8 +30,8 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from bench.run.build import setup
-from bench.run.costs import synchronizer
-from bench.run.runner import batch_source
+from bench.run.device import synchronizer
+from bench.run.loop import batch_source
 from bench.tasks.base import Task
 from bench.tasks.vae import VAE, kl_to_uniform
 from estimators.base import Estimator

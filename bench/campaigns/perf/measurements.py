@@ -6,7 +6,7 @@
   statistics (the same work on both paths). ``probe_vae_20x10`` draws the same M = 256 on the standard
   20 × 10 categorical VAE of Jang et al. (2017), 784-512-256 MLPs (``task=categorical_vae_20x10``, on the
   ``digits28`` stand-in, 32 probe images), for information.
-- ``measure_harness``: a training step of the harness (``bench.run.runner.train``: the median
+- ``measure_harness``: a training step of the harness (``bench.run.loop.train``: the median
   ``step_time_ms`` it records) vs the bare loop (``bench.campaigns.perf.bare``), which computes the same
   losses from the same seed (VAE, ``gumbel``, Adam); goal ≤ 1.10×. ``harness_loop`` divides the wall time of
   the whole training loop (probes, evaluations, the run's one count of f_evals and FLOPs and the metric file
@@ -23,7 +23,7 @@
   sequential launcher, wall time of the whole command; goal ≤ 0.65×.
 
 The probes, the harness and Lookahead run on ``device`` (``--device``: ``cpu``, the default, ``cuda``,
-``cuda:N``), and every time taken on a GPU waits for the GPU's work (``bench.run.costs.synchronizer``;
+``cuda:N``), and every time taken on a GPU waits for the GPU's work (``bench.run.device.synchronizer``;
 ``torch.utils.benchmark`` synchronizes by itself); ``measure_lazy_adam`` and ``measure_sweep`` take a device
 too, and the command line measures them on the CPU.
 """
@@ -51,7 +51,7 @@ from bench.campaigns.perf.timing import Result, paired, timed
 from bench.formats.configs import compose as compose_config
 from bench.formats.contract import OK, SUMMARY_FILE, steady_median
 from bench.formats.files import ROOT
-from bench.run.costs import synchronizer
+from bench.run.device import synchronizer
 from bench.tasks.base import Task
 from estimators.base import Estimator
 
@@ -159,10 +159,10 @@ def measure_probe(
 
 
 def harness_run(overrides: tuple[str, ...], steps: int) -> tuple[float, float]:
-    """One harness run (``bench.run.runner.train``) on a freshly built, seeded task: its median step time
+    """One harness run (``bench.run.loop.train``) on a freshly built, seeded task: its median step time
     (``step_time_ms``) and its loop's wall time per step without probes, evaluations, the count of f_evals
     and FLOPs and metric-file writes (seconds)."""
-    import bench.run.runner as runner
+    import bench.run.loop as loop
 
     task, estimator, optimizer, config = build(*overrides)
     excluded = 0.0
@@ -178,20 +178,20 @@ def harness_run(overrides: tuple[str, ...], steps: int) -> tuple[float, float]:
 
         return wrapper
 
-    original_probe, original_costs = runner.probe, runner.deterministic_costs
-    runner.probe = excluding(original_probe)
+    original_probe, original_costs = loop.probe, loop.deterministic_costs
+    loop.probe = excluding(original_probe)
     # f_evals and estimate_flops: counted once per run on the probe batch (a measurement, like the probes).
-    runner.deterministic_costs = excluding(original_costs)
+    loop.deterministic_costs = excluding(original_costs)
     task.evaluate = excluding(task.evaluate)
     try:
         with tempfile.TemporaryDirectory() as directory:
-            recorder = runner.Recorder(Path(directory))
+            recorder = loop.Recorder(Path(directory))
             recorder.flush = excluding(recorder.flush)  # written (with fsync) at probes only: disk latency
             started = time.perf_counter()
-            measured = runner.train(config, task, estimator, optimizer, recorder)
+            measured = loop.train(config, task, estimator, optimizer, recorder)
             total = time.perf_counter() - started - excluded
     finally:
-        runner.probe, runner.deterministic_costs = original_probe, original_costs
+        loop.probe, loop.deterministic_costs = original_probe, original_costs
     return measured["step_time_ms"] / 1000, total / steps
 
 
@@ -244,11 +244,11 @@ def measure_estimate_time(repeats: int, steps: int, device: str = "cpu") -> list
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
 
     def estimate_time() -> float:
-        import bench.run.runner as runner
+        import bench.run.loop as loop
 
         task, estimator, optimizer, config = build(*overrides)
         with tempfile.TemporaryDirectory() as directory:
-            measured = runner.train(config, task, estimator, optimizer, runner.Recorder(Path(directory)))
+            measured = loop.train(config, task, estimator, optimizer, loop.Recorder(Path(directory)))
         return measured["estimate_time_ms"] / 1000
 
     def loaded() -> float:

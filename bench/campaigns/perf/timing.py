@@ -77,7 +77,7 @@ class Result:
 
 
 def timed(function: Callable[[], Any], synchronize: Callable[[], None] | None = None) -> float:
-    """Wall time of one call, seconds; with ``synchronize`` (``bench.run.costs.synchronizer``), from a device
+    """Wall time of one call, seconds; with ``synchronize`` (``bench.run.device.synchronizer``), from a device
     with nothing queued to the end of the work the call queued on it (a GPU returns before it computes)."""
     if synchronize is not None:
         synchronize()
@@ -108,7 +108,7 @@ def paired(
 def machine(device: torch.device | None = None) -> dict[str, Any]:
     """The CPU, the cores this process may use, the memory, torch's threads, the software versions, and the
     device measured on with its name."""
-    from bench.run.costs import device_name
+    from bench.run.device import device_name
     from bench.run.sweep import available_cores
 
     model = platform.processor() or "unknown CPU"

@@ -90,7 +90,7 @@ def run_study(
     """Probe every member at every checkpoint of the trajectory in ``directory``; write ``study.csv`` and
     ``paired.csv`` there (rewritten after each checkpoint, atomically); return the summary's study fields.
 
-    ``signals``: the run's ``bench.run.checkpoint.StopSignals``, read between estimators: a stop signal is
+    ``signals``: the run's ``bench.run.signals.StopSignals``, read between estimators: a stop signal is
     acted on there as at the end of a training step (``StopSignals.stop``): the run is recorded as
     interrupted, and re-running it resumes from its newest checkpoint and probes every checkpoint again.
     """

@@ -4,13 +4,13 @@ studies and writes the page; ``python -m bench.report --publish OUT ROOT`` write
 ROOT, ``python -m bench.report --from-summaries OUT`` from the tables in OUT."""
 
 from bench.report.publish.page import PAGE, render_page, study_lines, write_page
-from bench.report.publish.studies import DEFAULT_BUDGET, STUDIES, Study, by_name
+from bench.report.publish.studies import DEFAULT_BUDGET, STUDIES, PageStudy, by_name
 
 __all__ = [
     "DEFAULT_BUDGET",
     "PAGE",
     "STUDIES",
-    "Study",
+    "PageStudy",
     "by_name",
     "render_page",
     "study_lines",

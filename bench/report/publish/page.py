@@ -26,8 +26,9 @@ from bench.formats.contract import OK, PROBE_FIELDS, SUMMARY_FILE
 from bench.report.declarations import Panel, task_declaration
 from bench.report.figures import figure_bias_variance, figure_panels, figure_scale, output, palette_for
 from bench.report.gradients import error_parts
-from bench.report.markdown import GENERIC_PANELS, analyse, main_table, markdown_table, section_lines
-from bench.report.publish.studies import DEFAULT_BUDGET, STUDIES, Study
+from bench.formats.tables import markdown_table
+from bench.report.markdown import GENERIC_PANELS, analyse, main_table, section_lines
+from bench.report.publish.studies import DEFAULT_BUDGET, STUDIES, PageStudy
 from bench.report.read import CURVES_TABLE, SUMMARY_TABLE, load_runs, read_tables, write_tables
 from bench.report.same_point.markdown import task_lines
 from bench.report.same_point.statistics import (
@@ -65,7 +66,7 @@ def drawn_metrics(summaries: pd.DataFrame) -> set[str]:
     return found
 
 
-def study_folder(root: Path, study: Study) -> Path:
+def study_folder(root: Path, study: PageStudy) -> Path:
     """Where ``python -m bench.publish`` runs ``study`` (its ``hydra.sweep.dir``)."""
     return Path(root) / PUBLISH_DIR / study.name
 
@@ -80,7 +81,7 @@ def finished_dates(root: Path, runs: pd.Series) -> list[str]:
     ]
 
 
-def write_study_tables(root: Path, study: Study, directory: Path) -> bool:
+def write_study_tables(root: Path, study: PageStudy, directory: Path) -> bool:
     """The tidy tables of ``study``'s runs in ``directory``, replacing what was there; False (and the tables
     there left as they are) when it has no runs."""
     folder = study_folder(root, study) / study.runs
@@ -137,7 +138,7 @@ def shrink_study_tables(directory: Path) -> None:
     paired[keep].drop(columns=DROPPED_COLUMNS, errors="ignore").to_csv(path, index=False)
 
 
-def write_page(root: Path, out: Path, studies: tuple[Study, ...] = STUDIES) -> Path:
+def write_page(root: Path, out: Path, studies: tuple[PageStudy, ...] = STUDIES) -> Path:
     """Tables of every study's runs below ``root`` into ``out``, then the page from them; returns its path.
     FileNotFoundError when no study has runs."""
     root, out = Path(root), Path(out)
@@ -166,7 +167,7 @@ def clear_figures(directory: Path) -> None:
             path.unlink()
 
 
-def render_page(out: Path, studies: tuple[Study, ...] = STUDIES) -> Path:
+def render_page(out: Path, studies: tuple[PageStudy, ...] = STUDIES) -> Path:
     """The page from the tables in ``out/<study>/`` (writing the figures there); returns its path.
     FileNotFoundError when no study has tables."""
     out = Path(out)
@@ -184,12 +185,12 @@ def render_page(out: Path, studies: tuple[Study, ...] = STUDIES) -> Path:
     return out / PAGE
 
 
-def command_of(study: Study) -> str:
+def command_of(study: PageStudy) -> str:
     multirun = "-m " if study.command == "bench" else ""
     return f"python -m {study.command} {multirun}{' '.join(study.overrides)}"
 
 
-def missing_lines(study: Study) -> list[str]:
+def missing_lines(study: PageStudy) -> list[str]:
     return [
         f"## {study.title}",
         "",
@@ -214,7 +215,7 @@ def commits_text(summaries: pd.DataFrame) -> str:
     )
 
 
-def header_lines(studies: tuple[Study, ...], summaries: dict[str, pd.DataFrame]) -> list[str]:
+def header_lines(studies: tuple[PageStudy, ...], summaries: dict[str, pd.DataFrame]) -> list[str]:
     """Title, how to regenerate, the budget, the machine, versions, dates and commits, and the studies."""
     every = pd.concat(summaries.values(), ignore_index=True)
     wall = pd.to_numeric(every["wall_time_s"], errors="coerce")
@@ -299,7 +300,7 @@ def relink(lines: list[str], folder: str) -> list[str]:
     return [re.sub(r"!\[([^\]]*)\]\(([^)/]+)\)", rf"![\1]({folder}/\2)", line) for line in lines]
 
 
-def study_lines(study: Study, directory: Path) -> list[str]:
+def study_lines(study: PageStudy, directory: Path) -> list[str]:
     """A study's part of the page, rendered from its tables in ``directory`` (figures written there)."""
     clear_figures(directory)
     tables = read_tables(directory)
@@ -316,7 +317,7 @@ def study_lines(study: Study, directory: Path) -> list[str]:
     return relink(lines, study.name)
 
 
-def facts(study: Study, summaries: pd.DataFrame) -> list[str]:
+def facts(study: PageStudy, summaries: pd.DataFrame) -> list[str]:
     """The study's budget: runs, seeds, steps, S and M, its summed wall time, and the command."""
     ok = summaries[summaries["status"] == OK]
     parts = [
@@ -333,7 +334,7 @@ def facts(study: Study, summaries: pd.DataFrame) -> list[str]:
 
 
 def task_part(
-    study: Study, task: str, summaries: pd.DataFrame, curves: pd.DataFrame, palette: dict, directory: Path
+    study: PageStudy, task: str, summaries: pd.DataFrame, curves: pd.DataFrame, palette: dict, directory: Path
 ) -> list[str]:
     """One task of an own-trajectory study: the main table and the study's figures, each with its sentence."""
     analysis = analyse(task, summaries, curves)
@@ -533,7 +534,7 @@ def study_sentences(study: pd.DataFrame, paired: pd.DataFrame) -> dict[str, str]
     return found
 
 
-def copy_tables(source: Path, target: Path, studies: tuple[Study, ...] = STUDIES) -> None:
+def copy_tables(source: Path, target: Path, studies: tuple[PageStudy, ...] = STUDIES) -> None:
     """The committed tables of ``source`` (a page folder) copied into ``target``, study by study."""
     for study in studies:
         for name in TABLES:

@@ -1,5 +1,5 @@
 """The studies of the results page (``docs/results/``), one row each: what runs, with which overrides, and
-which figures the page shows. Adding a study to the page is one ``Study(...)`` line in ``STUDIES``.
+which figures the page shows. Adding a study to the page is one ``PageStudy(...)`` line in ``STUDIES``.
 
 Each study's runs go to ``ROOT/publish/<name>/`` (``hydra.sweep.dir``), so re-running ``python -m
 bench.campaigns.publish`` resumes every sweep (finished runs are skipped). The default sizes (seeds, steps)
@@ -10,9 +10,10 @@ on a GPU or a cluster, into another ``--results`` folder.
 A study tuned by ``python -m bench.tune`` (each optimizer's grid, then the chosen settings with fresh seeds)
 is one line too; the page reports its stage-2 runs::
 
-    Study("optimizers_toy_tuned", "Tuned optimizers on the toy task", ("+experiment=optimizers_toy_tuned",),
-          "Adam, Lookahead and SGD, each tuned by the same protocol.", ("objective",),
-          "bench.tune", "final"),
+    PageStudy("optimizers_toy_tuned", "Tuned optimizers on the toy task",
+              ("+experiment=optimizers_toy_tuned",),
+              "Adam, Lookahead and SGD, each tuned by the same protocol.", ("objective",),
+              "bench.tune", "final"),
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ FIGURES = {
 
 
 @dataclass(frozen=True)
-class Study:
+class PageStudy:
     """One study of the results page.
 
     ``overrides``: the study's ``python -m bench -m`` (or ``python -m bench.tune``) arguments, swept keys
@@ -51,7 +52,7 @@ class Study:
     command: str = "bench"
     runs: str = ""
 
-    def with_override(self, item: str) -> Study:
+    def with_override(self, item: str) -> PageStudy:
         """This study with ``KEY=VALUE`` replacing its override of KEY (or added)."""
         key = item.partition("=")[0]
         kept = tuple(existing for existing in self.overrides if existing.partition("=")[0] != key)
@@ -60,8 +61,8 @@ class Study:
 
 SEEDS5 = "seed=0,1,2,3,4"
 
-STUDIES: tuple[Study, ...] = (
-    Study(
+STUDIES: tuple[PageStudy, ...] = (
+    PageStudy(
         "toy_estimators",
         "Estimators on the toy task",
         (
@@ -74,7 +75,7 @@ STUDIES: tuple[Study, ...] = (
         "S = 2 samples, Adam, 500 steps.",
         ("bias_variance", "objective"),
     ),
-    Study(
+    PageStudy(
         "toy_gradient_study",
         "Same-point gradient study on the toy task",
         ("+experiment=toy_gradient_study",),
@@ -82,7 +83,7 @@ STUDIES: tuple[Study, ...] = (
         "from p(b = 1) = 0.3), with common random numbers.",
         ("study",),
     ),
-    Study(
+    PageStudy(
         "gaussian_estimators",
         "Estimators on the Gaussian task",
         ("task=gaussian", "samples=2", "estimator=reparam,score_function,rloo,measure_valued", SEEDS5),
@@ -90,7 +91,7 @@ STUDIES: tuple[Study, ...] = (
         "samples, Adam, 500 steps.",
         ("bias_variance", "objective"),
     ),
-    Study(
+    PageStudy(
         "vae_estimators",
         "Estimators on the categorical VAE (own trajectories)",
         ("+experiment=vae_estimators", "steps=500", "probe.every=500"),
@@ -100,7 +101,7 @@ STUDIES: tuple[Study, ...] = (
         "has the same parameters.",
         ("bias_variance", "table:elbo"),
     ),
-    Study(
+    PageStudy(
         "vae_gradient_study",
         "Same-point gradient study on the categorical VAE",
         ("+experiment=vae_gradient_study", "steps=300", "study.steps=[0,10,30,100,300]"),
@@ -109,7 +110,7 @@ STUDIES: tuple[Study, ...] = (
         "steps).",
         ("study",),
     ),
-    Study(
+    PageStudy(
         "vq_estimators",
         "Vector-quantization estimators on the VQ-VAE",
         ("+experiment=vq_estimators", "steps=1000", "probe.every=100", "seed=0,1,2"),
@@ -117,7 +118,7 @@ STUDIES: tuple[Study, ...] = (
         "the codebook trained by its loss or by EMA; there is no reference gradient.",
         ("section:codebook",),
     ),
-    Study(
+    PageStudy(
         "categorical_vae_estimators",
         "MNIST-size categorical VAE on the digits28 stand-in (reduced)",
         (
@@ -134,7 +135,7 @@ STUDIES: tuple[Study, ...] = (
         "start of training only.",
         ("variance",),
     ),
-    Study(
+    PageStudy(
         "optimizers_embedding",
         "Optimizers on a sparse-gradient embedding table",
         ("+experiment=optimizers_embedding", "steps=400"),
@@ -143,7 +144,7 @@ STUDIES: tuple[Study, ...] = (
         "steps.",
         ("objective", "section:test_accuracy"),
     ),
-    Study(
+    PageStudy(
         "optimizers_vae",
         "Optimizers on the categorical VAE",
         ("+experiment=optimizers_vae",),
@@ -154,5 +155,5 @@ STUDIES: tuple[Study, ...] = (
 )
 
 
-def by_name(studies: tuple[Study, ...] = STUDIES) -> dict[str, Study]:
+def by_name(studies: tuple[PageStudy, ...] = STUDIES) -> dict[str, PageStudy]:
     return {study.name: study for study in studies}

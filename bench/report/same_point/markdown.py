@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.formats.tables import markdown_table
 from bench.report.same_point.figures import colours, figure_cross_probe, figure_paired, figure_progress
 from bench.report.same_point.statistics import (
     BIAS_LEVEL,
@@ -30,13 +31,6 @@ def with_interval(estimate: float, low: float, high: float, spec: str = ".3g") -
     if math.isnan(low):
         return format(estimate, spec)
     return f"{estimate:{spec}} [{low:{spec}}, {high:{spec}}]"
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(str(column) for column in frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    rows = ["| " + " | ".join(str(value) for value in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *rows])
 
 
 def study_section(directory: Path) -> str:

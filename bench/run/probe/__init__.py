@@ -17,7 +17,7 @@ from torch import Tensor
 
 from bench.formats.contract import PROBE_FIELDS
 from bench.formats.errors import ConfigError
-from bench.run.costs import synchronizer
+from bench.run.device import synchronizer
 from bench.run.probe.draws import (
     WRT_CHOICES,
     Targets,
@@ -27,7 +27,15 @@ from bench.run.probe.draws import (
     probe_targets,
     split_parameters,
 )
+from bench.run.probe.reference import monte_carlo_reference, unbiasedness_check
 from bench.run.probe.statistics import flatten, gradient_statistics
+from bench.run.probe.vectorize import (
+    check_vectorize,
+    mark_blocked,
+    report_fallback,
+    vectorization_blocker,
+    vectorize_mode,
+)
 from bench.tasks.base import Task
 from estimators.base import Estimator
 
@@ -44,92 +52,12 @@ __all__ = [
     "split_parameters",
     "unbiasedness_check",
     "vectorization_blocker",
+    "vectorize_mode",
 ]
 
-VECTORIZE_CHOICES = ("auto", "true", "false")
-
-
-def __getattr__(name: str) -> Any:
-    # bench.run.probe.reference is imported when first used, not with the package, so that
-    # ``python -m bench.probe.reference`` runs it as a command without importing it twice.
-    if name in ("monte_carlo_reference", "unbiasedness_check"):
-        from bench.run.probe import reference
-
-        return getattr(reference, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-log = logging.getLogger(__name__)
-
-# Pairs (task class, estimator class) whose vectorized draw failed at run time in ``auto`` mode, with the
-# reason: they are not tried again in this process.
-runtime_blockers: dict[tuple[type, type], str] = {}
-# Pairs whose fallback to the loop was already logged: it is said once per process, not at every probe.
-reported_fallbacks: set[tuple[type, type]] = set()
+log = logging.getLogger("bench.run.probe")
 # Tasks whose Monte-Carlo reference was found too noisy: said once per process.
 reported_noisy_references: set[type] = set()
-
-
-def vectorize_mode(value: Any) -> str:
-    """``probe.vectorize`` as one of ``auto``, ``true``, ``false`` (YAML booleans accepted)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    mode = "auto" if value is None else str(value).strip().lower()
-    if mode not in VECTORIZE_CHOICES:
-        raise ConfigError(
-            f"probe.vectorize must be auto (vectorize where possible, else the per-draw loop), true or "
-            f"false; got probe.vectorize={value!r}."
-        )
-    return mode
-
-
-def vectorization_blocker(task: Task, estimator: Estimator) -> str | None:
-    """Why the M estimates of this task and estimator cannot be drawn in one ``vmap``; None if they can.
-
-    An estimator or task opts out with a class attribute ``vectorizable = False`` and says why in
-    ``vectorizable_reason`` (e.g. a custom ``autograd.Function`` without a vmap rule, or an encoder that is
-    itself random). A task that overrides ``loss`` cannot be split into distribution, objective and
-    deterministic parts, which the vectorized path needs.
-    """
-    for role, part in (("estimator", estimator), ("task", task)):
-        if not getattr(part, "vectorizable", True):
-            reason = getattr(part, "vectorizable_reason", "") or "no reason given"
-            return f"{role} {type(part).__name__} declares vectorizable = False: {reason}"
-    if type(task).loss is not Task.loss:
-        return (
-            f"task {type(task).__name__} overrides loss(), so the probe cannot split it into the "
-            f"distribution, objective and deterministic parts that the vectorized path differentiates "
-            f"separately"
-        )
-    return runtime_blockers.get((type(task), type(estimator)))
-
-
-def check_vectorize(value: Any, task: Task, estimator: Estimator) -> str:
-    """Validate ``probe.vectorize`` for this task and estimator before training; returns the mode.
-
-    ConfigError for a value other than auto/true/false, and for ``true`` when the pair cannot be vectorized.
-    """
-    mode = vectorize_mode(value)
-    blocker = vectorization_blocker(task, estimator) if mode == "true" else None
-    if blocker is not None:
-        raise ConfigError(
-            f"probe.vectorize=true, but {blocker}. Use probe.vectorize=auto to fall back to the per-draw "
-            f"loop for this estimator and task."
-        )
-    return mode
-
-
-def report_fallback(task: Task, estimator: Estimator, reason: str, level: int = logging.INFO) -> None:
-    key = (type(task), type(estimator))
-    if key not in reported_fallbacks:
-        reported_fallbacks.add(key)
-        log.log(
-            level,
-            "gradient probe uses the per-draw loop for %s / %s: %s",
-            type(task).__name__,
-            type(estimator).__name__,
-            reason,
-        )
 
 
 def reference_gradient(task: Task, batch: Any, targets: Targets) -> Tensor | None:
@@ -202,7 +130,7 @@ def probe(
             if mode == "true":
                 raise
             reason = f"the vectorized draw failed with {type(error).__name__}: {str(error).splitlines()[0]}"
-            runtime_blockers[(type(task), type(estimator))] = reason
+            mark_blocked(task, estimator, reason)
             report_fallback(task, estimator, reason, logging.WARNING)
             vectorized = False
             start = time.perf_counter()
@@ -223,7 +151,6 @@ def probe(
                 "fresh data batch for every probe draw (Task.probe_batches)."
             )
         count = reference_draws if reference_draws is not None else task.reference_draws
-        from bench.run.probe.reference import monte_carlo_reference
 
         reference = monte_carlo_reference(
             task, batch, targets, count, reference_seed, vectorize=mode != "false"

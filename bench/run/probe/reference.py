@@ -46,6 +46,7 @@ from torch.utils._pytree import tree_leaves
 from bench.formats.errors import ConfigError
 from bench.run.probe.draws import Targets, draw_gradients, draw_gradients_vectorized, probe_targets
 from bench.run.probe.statistics import bias_test_degrees, centred_float64, pair_differences, trace_of_square
+from bench.run.probe.vectorize import report_fallback, vectorization_blocker
 from bench.tasks.base import Task
 from estimators.base import Estimator
 from estimators.leg import LocalExpectation
@@ -137,7 +138,6 @@ def draw(
 ) -> Tensor:
     """``count`` gradient draws of ``candidate`` (shape (count, P)): the probe's vectorized path in chunks
     where the task and the estimator allow it (``bench.run.probe.vectorization_blocker``), else its loop."""
-    from bench.run.probe import report_fallback, vectorization_blocker  # the package imports this module
 
     if vectorize and vectorization_blocker(task, candidate.estimator) is None:
         per_call, per_chunk = chunk_sizes(task, batch, targets, candidate)
