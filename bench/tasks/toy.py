@@ -8,6 +8,10 @@ are known to settle near p ≈ t instead (Tucker et al. 2017, "REBAR"; Liu et al
 Initial logits: every logit is ``init``, so every class is equally likely; ``p0`` sets the initial probability
 of the last class (b = 1 for a Bernoulli) instead, the other classes sharing 1 − p0 equally, by raising the
 last logit by log(p0·(K − 1)/(1 − p0)) (``init`` still shifts all logits together, which changes nothing).
+``init_noise`` > 0 adds N(0, init_noise²) to every logit, drawn from torch's global generator, which the
+runner seeds with the run's seed before it builds the task: each seed then starts from its own point (and a
+deterministic trajectory, such as exact training, differs between seeds); at 0 (the default) nothing is
+drawn and every seed starts from the same logits.
 """
 
 from __future__ import annotations
@@ -26,11 +30,23 @@ class Toy(Task):
     reference = "analytic"
 
     def __init__(
-        self, dim: int = 1, classes: int = 2, t: float = 0.45, init: float = 0.0, p0: float | None = None
+        self,
+        dim: int = 1,
+        classes: int = 2,
+        t: float = 0.45,
+        init: float = 0.0,
+        p0: float | None = None,
+        init_noise: float = 0.0,
     ) -> None:
         super().__init__()
-        arguments = dict(dim=dim, classes=classes, t=t, init=init)
-        rules = {"dim": whole(least=1), "classes": whole(least=2), "t": number(), "init": number()}
+        arguments = dict(dim=dim, classes=classes, t=t, init=init, init_noise=init_noise)
+        rules = {
+            "dim": whole(least=1),
+            "classes": whole(least=2),
+            "t": number(),
+            "init": number(),
+            "init_noise": number(least=0),
+        }
         if p0 is not None:
             arguments["p0"], rules["p0"] = p0, number(above=0, below=1)
         check_arguments(arguments, rules)
@@ -38,6 +54,8 @@ class Toy(Task):
         logits = torch.full((dim, classes), float(init))
         if p0 is not None:  # the last class (b = 1) at p0, the others sharing 1 − p0 equally
             logits[:, -1] += math.log(float(p0) * (classes - 1) / (1 - float(p0)))
+        if init_noise > 0:  # from the run's seed (module docstring); nothing drawn at 0
+            logits += float(init_noise) * torch.randn(dim, classes)
         self.logits = nn.Parameter(logits)
         self.register_buffer("values", torch.linspace(0.0, 1.0, classes))
         # Every variable on its best class: the infimum of the objective (approached as p → one-hot).

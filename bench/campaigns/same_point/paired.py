@@ -10,6 +10,9 @@ Mnih & Tucker 2020, "DisARM"; Shi et al. 2022, "Gradient Estimation with Discret
     mse_difference_se          = sd_m(‖e_m^a‖² − ‖e_m^b‖²) / √M     its standard error, paired
     mse_difference_se_unpaired = √((sd²(‖e^a‖²) + sd²(‖e^b‖²)) / M)  what it would be for independent probes
     mse_ratio                  = grad_mse_a / grad_mse_b
+    mse_log_ratio_se           = sd_m(‖e_m^a‖²/grad_mse_a − ‖e_m^b‖²/grad_mse_b) / √M
+                                 the standard error of log(mse_ratio), paired (delta method), so that an
+                                 interval for the ratio is taken, and drawn, on the log scale
     squared_error_correlation  = corr_m(‖e_m^a‖², ‖e_m^b‖²)          how much the pairing helps
     variance_ratio             = V̂_a / V̂_b,  V̂ = 1/(M−1) Σ_m ‖ĝ_m − ḡ‖²
 
@@ -38,6 +41,7 @@ PAIRED_METRICS = (
     "mse_difference_se",
     "mse_difference_se_unpaired",
     "mse_ratio",
+    "mse_log_ratio_se",
     "squared_error_correlation",
     "variance_ratio",
     "variance_ratio_low",
@@ -102,6 +106,11 @@ def paired_statistics(
             mse_difference_se=float(difference.std(ddof=1) / math.sqrt(draws)),
             mse_difference_se_unpaired=float(math.sqrt((spread_a + spread_b) / draws)),
             mse_ratio=mse_a / mse_b if mse_b > 0 else math.nan,
+            mse_log_ratio_se=float(
+                (a.squared_errors / mse_a - b.squared_errors / mse_b).std(ddof=1) / math.sqrt(draws)
+            )
+            if mse_a > 0 and mse_b > 0
+            else math.nan,
             squared_error_correlation=correlation(a.squared_errors, b.squared_errors),
         )
     variance_a, variance_b = a.variance, b.variance
