@@ -20,6 +20,7 @@ from estimators.reinmax_cv import ReinMaxCV
 from estimators.reinmax_rao import ReinMaxRao
 from estimators.relax import LAX, RELAX
 from estimators.reparam import Reparam
+from estimators.rodeo import RODEO
 from estimators.schedule import TemperatureSchedule
 from estimators.score_function import ScoreFunction
 from estimators.st import StraightThrough
@@ -47,6 +48,7 @@ __all__ = [
     "NoSampling",
     "REBAR",
     "RELAX",
+    "RODEO",
     "ReinMax",
     "ReinMaxCV",
     "ReinMaxRao",
