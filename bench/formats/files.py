@@ -16,11 +16,12 @@ CURRENT_UMASK = os.umask(0o022)
 os.umask(CURRENT_UMASK)  # reading the umask means setting it: put it back at once
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, sync_folder: bool = False) -> None:
     """Write ``data`` to ``path`` atomically: a reader (or a SIGKILL) sees the old file or the new one.
 
-    Through a flushed, fsync'ed temporary file in the same folder, renamed over ``path``; the folder is then
-    synced, so that the rename itself survives a power loss.
+    Through a flushed, fsync'ed temporary file in the same folder, renamed over ``path``. With
+    ``sync_folder`` the folder is synced too, so that the rename itself survives a power loss (checkpoints;
+    a run's metrics, rewritten at every probe, skip it: it costs a disk round trip each time).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -36,6 +37,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    if not sync_folder:
+        return
     try:
         folder = os.open(path.parent, os.O_RDONLY)
     except OSError:

@@ -110,7 +110,7 @@ def save(path: Path, state: dict[str, Any]) -> None:
     torch.save({"format": FORMAT, **state}, buffer)
     data = buffer.getvalue()
     sidecar_path(path).unlink(missing_ok=True)  # the pair is incomplete until the new sidecar is written
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data, sync_folder=True)
     sidecar = {
         "format": FORMAT,
         "kind": match.group(1),
