@@ -1,11 +1,15 @@
-"""The measurements of ``python -m bench.perf``: each returns its comparisons as ``Result`` records.
+"""The measurements of ``python -m bench.perf``: each returns its comparisons as ``Result`` records, repeated
+as a ``bench.campaigns.perf.verdicts.StoppingRule`` says.
 
 - ``measure_probe``: the M = 256 gradient draws of a probe, vectorized with ``torch.func``
   (``bench.run.probe.draw_gradients_vectorized``) vs the per-draw loop (``draw_gradients``); goal ≥ 10×
   faster. The ``*_whole`` rows time the whole ``probe()``, which adds the reference gradient and the
-  statistics (the same work on both paths). ``probe_vae_20x10`` draws the same M = 256 on the standard
-  20 × 10 categorical VAE of Jang et al. (2017), 784-512-256 MLPs (``task=categorical_vae_20x10``, on the
-  ``digits28`` stand-in, 32 probe images), for information.
+  statistics (the same work on both paths; on the VAE, goal ≥ 8×); ``probe_vae_statistics`` times the
+  statistics of the vectorized draws (``gradient_statistics``) against the draws (goal ≤ 0.25×).
+  ``probe_vae_20x10`` draws the same M = 256 on the standard 20 × 10 categorical VAE of Jang et al. (2017),
+  784-512-256 MLPs (``task=categorical_vae_20x10``, on the ``digits28`` stand-in, 32 probe images), for
+  information. Every probe row carries its FLOPs and its fraction of the machine's matrix-product rate at
+  its own sizes (``bench.campaigns.perf.arithmetic``).
 - ``measure_harness``: a training step of the harness (``bench.run.loop.train``: the median
   ``step_time_ms`` it records) vs the bare loop (``bench.campaigns.perf.bare``), which computes the same
   losses from the same seed (VAE, ``gumbel``, Adam); goal ≤ 1.10×. ``harness_loop`` divides the wall time of
@@ -46,8 +50,10 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.benchmark import Timer
 
+from bench.campaigns.perf import arithmetic
 from bench.campaigns.perf.bare import BareRun, OptimizerFactory, bare_vae_steps, seeded_setup
-from bench.campaigns.perf.timing import Result, paired, timed
+from bench.campaigns.perf.timing import Result, paired, repeat_group, timed
+from bench.campaigns.perf.verdicts import StoppingRule
 from bench.formats.configs import compose as compose_config
 from bench.formats.contract import OK, SUMMARY_FILE, steady_median
 from bench.formats.files import ROOT
@@ -97,15 +103,31 @@ def bare_run(
 
 def measure_probe(
     task_name: str,
-    repeats: int,
+    rule: StoppingRule,
     device: str = "cpu",
     name: str | None = None,
     whole_probe: bool = True,
     goal: float | None = 10.0,
+    whole_goal: float | None = None,
+    statistics_goal: float | None = None,
+    matmul_run_time: float = 0.1,
 ) -> list[Result]:
     """Vectorized vs per-draw probe on ``task_name`` with ``gumbel``: the draws alone (the row ``name``,
-    default ``probe_<task>``), and the whole probe (``whole_probe``)."""
-    from bench.run.probe import draw_gradients, draw_gradients_vectorized, probe
+    default ``probe_<task>``, goal ``goal``), and with ``whole_probe`` the whole probe (``whole_goal``) and
+    the statistics computed from the vectorized draws against the draws themselves (the row
+    ``probe_<task>_statistics``, when ``statistics_goal`` is given: the statistics' time as a fraction of the
+    draws'). Each row's ``arithmetic`` gives the vectorized computation's FLOPs, its achieved rate and the
+    rate its own matrix products reach alone at its sizes, each timed for ``matmul_run_time`` seconds
+    (``bench.campaigns.perf.arithmetic``), and the loop's FLOPs."""
+    from bench.run.probe import (
+        deterministic_gradient,
+        draw_gradients,
+        draw_gradients_vectorized,
+        gradient_statistics,
+        probe,
+        probe_targets,
+        reference_gradient,
+    )
 
     task, estimator, _, config = build(f"task={task_name}", "estimator=gumbel", f"device={device}")
     batch, samples = task.probe_batch(), config.samples
@@ -121,6 +143,13 @@ def measure_probe(
         else f"the first vectorized call in this process took {first_call:.2f} s: torch.func imports "
         f"torch._dynamo, once per process"
     )
+
+    def loop_draws() -> Any:
+        return draw_gradients(task, estimator, samples, batch, PROBE_DRAWS)
+
+    def vectorized_draws() -> Any:
+        return draw_gradients_vectorized(task, estimator, samples, batch, PROBE_DRAWS)
+
     draws = paired(
         Result(
             name,
@@ -132,14 +161,20 @@ def measure_probe(
             goal=goal,
             note=note,
         ),
-        repeats,
-        lambda: timed(lambda: draw_gradients(task, estimator, samples, batch, PROBE_DRAWS), synchronize),
-        lambda: timed(
-            lambda: draw_gradients_vectorized(task, estimator, samples, batch, PROBE_DRAWS), synchronize
-        ),
+        rule,
+        lambda: timed(loop_draws, synchronize),
+        lambda: timed(vectorized_draws, synchronize),
     )
+    add_arithmetic(draws, vectorized_draws, loop_draws, matmul_run_time)
     if not whole_probe:
         return [draws]
+
+    def loop_probe() -> Any:
+        return probe(task, estimator, samples, PROBE_DRAWS, False)
+
+    def vectorized_probe() -> Any:
+        return probe(task, estimator, samples, PROBE_DRAWS, True)
+
     whole = paired(
         Result(
             f"probe_{task_name}_whole",
@@ -147,12 +182,55 @@ def measure_probe(
             "per-draw loop",
             "vectorized",
             "speedup",
+            goal=whole_goal,
         ),
-        repeats,
-        lambda: timed(lambda: probe(task, estimator, samples, PROBE_DRAWS, False), synchronize),
-        lambda: timed(lambda: probe(task, estimator, samples, PROBE_DRAWS, True), synchronize),
+        rule,
+        lambda: timed(loop_probe, synchronize),
+        lambda: timed(vectorized_probe, synchronize),
     )
-    return [draws, whole]
+    add_arithmetic(whole, vectorized_probe, loop_probe, matmul_run_time)
+    if statistics_goal is None:
+        return [draws, whole]
+
+    # The statistics as probe() computes them after the draws, from the same reference and deterministic part.
+    targets = probe_targets(task, batch)
+    gradients = vectorized_draws()
+    reference = reference_gradient(task, batch, targets)
+    deterministic = deterministic_gradient(task, batch, targets)
+
+    def statistics_of_draws() -> Any:
+        return gradient_statistics(gradients, reference, deterministic)
+
+    statistics_row = paired(
+        Result(
+            f"probe_{task_name}_statistics",
+            f"the statistics of {PROBE_DRAWS} vectorized draws on {task_name}/gumbel (gradient_statistics) "
+            "against the draws themselves",
+            "vectorized draws",
+            "statistics",
+            "ratio",
+            goal=statistics_goal,
+        ),
+        rule,
+        lambda: timed(vectorized_draws, synchronize),
+        lambda: timed(statistics_of_draws, synchronize),
+    )
+    statistics_row.arithmetic = arithmetic.limit_fields(
+        arithmetic.count(statistics_of_draws), statistics.median(statistics_row.candidate_s), matmul_run_time
+    )
+    return [draws, whole, statistics_row]
+
+
+def add_arithmetic(
+    result: Result, candidate: Callable[[], Any], baseline: Callable[[], Any], matmul_run_time: float
+) -> None:
+    """The candidate's distance to the arithmetic limit at its median time, timed now, and the baseline's
+    FLOPs, into ``result.arithmetic``."""
+    seconds = statistics.median(result.candidate_s)
+    result.arithmetic = {
+        **arithmetic.limit_fields(arithmetic.count(candidate), seconds, matmul_run_time),
+        "baseline_flops": arithmetic.count(baseline).flops,
+    }
 
 
 # --- the harness's training step vs the bare loop --------------------------------------------------------
@@ -195,7 +273,7 @@ def harness_run(overrides: tuple[str, ...], steps: int) -> tuple[float, float]:
     return measured["step_time_ms"] / 1000, total / steps
 
 
-def measure_harness(repeats: int, steps: int, device: str = "cpu") -> list[Result]:
+def measure_harness(rule: StoppingRule, steps: int, device: str = "cpu") -> list[Result]:
     """The harness vs the bare loop on VAE/gumbel/Adam: median step, and whole loop per step."""
     overrides = (*VAE_GUMBEL_ADAM, f"steps={steps}", "probe.every=0", "probe.draws=2", f"device={device}")
     step = Result(
@@ -222,20 +300,22 @@ def measure_harness(repeats: int, steps: int, device: str = "cpu") -> list[Resul
     def harness() -> tuple[float, float]:
         return harness_run(overrides, steps)
 
-    for repeat in range(repeats):
+    def one_repeat(repeat: int) -> None:
         order = (bare, harness) if repeat % 2 == 0 else (harness, bare)
         measured = {function: function() for function in order}
         step.baseline_s.append(measured[bare][0])
         step.candidate_s.append(measured[harness][0])
         loop.baseline_s.append(measured[bare][1])
         loop.candidate_s.append(measured[harness][1])
+
+    repeat_group([step, loop], one_repeat, rule)
     return [step, loop]
 
 
 # --- estimate_time_ms on quiet cores and beside two other runs --------------------------------------------
 
 
-def measure_estimate_time(repeats: int, steps: int, device: str = "cpu") -> list[Result]:
+def measure_estimate_time(rule: StoppingRule, steps: int, device: str = "cpu") -> list[Result]:
     """The ``estimate_time_ms`` a VAE/gumbel/Adam run records (the median forward and backward of one
     estimate over its training steps), on quiet cores and again while two other runs (``python -m bench``,
     one thread each, killed afterwards) train on the same machine: what a number taken in a busy sweep is
@@ -296,14 +376,14 @@ def measure_estimate_time(repeats: int, steps: int, device: str = "cpu") -> list
         "beside 2 other runs",
         "ratio",
     )
-    return [paired(result, repeats, estimate_time, loaded)]
+    return [paired(result, rule, estimate_time, loaded)]
 
 
 # --- lazy Adam on a large, sparsely touched table --------------------------------------------------------
 
 
 def measure_lazy_adam(
-    repeats: int, rows: int, dim: int, touched_fraction: float, steps: int, device: str = "cpu"
+    rule: StoppingRule, rows: int, dim: int, touched_fraction: float, steps: int, device: str = "cpu"
 ) -> list[Result]:
     """One optimizer step on a ``rows`` × ``dim`` table with ``touched_fraction`` of its rows in the gradient,
     timed with ``torch.utils.benchmark.Timer`` (mean over ``steps`` steps after its warm-up) on ``device``
@@ -348,13 +428,14 @@ def measure_lazy_adam(
     # as the baseline of two rows (it is the slow one: timing it once per repeat keeps the run short).
     times: dict[str, list[float]] = {name: [] for name in optimizers}
     names = list(optimizers)
-    for repeat in range(repeats):
+
+    def one_repeat(repeat: int) -> None:
         for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
             times[name].append(timers[name].timeit(steps).mean)
-    for optimizer in optimizers.values():
-        optimizer.param_groups[0]["params"][0].grad = None
+
     shape = f"{rows:,} × {dim} table, {touched:,} rows ({touched_fraction:.0%}) touched"
-    return [
+    # The rows hold the lists of ``times`` themselves: each repeat's times appear in them as it ends.
+    results = [
         Result(
             "lazy_adam_vs_adam",
             f"optimizer step, {shape}",
@@ -385,12 +466,16 @@ def measure_lazy_adam(
             candidate_s=times["lazy_dense"],
         ),
     ]
+    repeat_group(results, one_repeat, rule)
+    for optimizer in optimizers.values():
+        optimizer.param_groups[0]["params"][0].grad = None
+    return results
 
 
 # --- Lookahead over Adam vs Adam --------------------------------------------------------------------------
 
 
-def measure_lookahead(repeats: int, steps: int, device: str = "cpu") -> list[Result]:
+def measure_lookahead(rule: StoppingRule, steps: int, device: str = "cpu") -> list[Result]:
     """Lookahead(Adam, k = 5, α = 0.5) vs Adam in the bare VAE loop, over whole k-cycles."""
     from optim.lookahead import Lookahead
 
@@ -420,20 +505,23 @@ def measure_lookahead(repeats: int, steps: int, device: str = "cpu") -> list[Res
     )
     for lookahead in (False, True):  # warm-up
         run(lookahead)
-    for repeat in range(repeats):
+
+    def one_repeat(repeat: int) -> None:
         order = (False, True) if repeat % 2 == 0 else (True, False)
         measured = {lookahead: run(lookahead) for lookahead in order}
         training.baseline_s.append(statistics.fmean(measured[False].step_times))
         training.candidate_s.append(statistics.fmean(measured[True].step_times))
         optimizer_only.baseline_s.append(statistics.fmean(measured[False].optimizer_times))
         optimizer_only.candidate_s.append(statistics.fmean(measured[True].optimizer_times))
+
+    repeat_group([training, optimizer_only], one_repeat, rule)
     return [training, optimizer_only]
 
 
 # --- an 8-run sweep, joblib vs sequential ----------------------------------------------------------------
 
 
-def measure_sweep(repeats: int, runs: int, steps: int, device: str = "cpu") -> list[Result]:
+def measure_sweep(rule: StoppingRule, runs: int, steps: int, device: str = "cpu") -> list[Result]:
     """Wall time of a ``runs``-run toy sweep (a subprocess): Hydra's joblib launcher vs the sequential one."""
     seeds = ",".join(str(seed) for seed in range(runs))
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "HYDRA_FULL_ERROR": "1"}
@@ -476,4 +564,4 @@ def measure_sweep(repeats: int, runs: int, steps: int, device: str = "cpu") -> l
         "ratio",
         goal=0.65,
     )
-    return [paired(result, repeats, lambda: sweep(False), lambda: sweep(True))]
+    return [paired(result, rule, lambda: sweep(False), lambda: sweep(True))]
