@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # The GPU path, end to end: one VAE run on the GPU (the 20 x 10 categorical VAE of Jang et al. 2017 on the
 # digits28 stand-in, with its Monte-Carlo reference), its summary checked (status ok, device cuda:N, peak
-# memory, the results contract), then `python -m bench.perf --device cuda --quick`.
+# memory, the results contract), then `python -m bench.perf --device cuda --quick` (does every measurement
+# run), then the measurement itself: the probes (toy, VAE, 20 x 10 VAE), the harness and Lookahead on the
+# GPU, each repeated until its ratio's 95% interval is within +-10% or its time cap, with every probe's
+# fraction of the GPU's matmul rate at its own sizes. The table goes to OUTPUT_FOLDER/perf_cuda.md (Markdown,
+# with the machine and the load), every repeat to OUTPUT_FOLDER/perf_cuda.json.
 #
 #   scripts/gpu_check.sh [OUTPUT_FOLDER]        (default: results/gpu_check; PYTHON=... picks the interpreter)
 #
 # Exit 2, having run nothing, when torch sees no CUDA GPU; else the exit code of the first check that fails.
+# The measurement stops the repeats of each comparison at 60 s (--time-cap): at most about 10 minutes in all.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUTPUT="${1:-$ROOT/results/gpu_check}"
@@ -58,6 +63,10 @@ print(
 PY
 "$PYTHON" -m bench.check "$OUTPUT/run"
 
-echo "gpu_check: python -m bench.perf --device cuda --quick -> $OUTPUT/perf.json"
-"$PYTHON" -m bench.perf --device cuda --quick --output "$OUTPUT/perf.json"
-echo "gpu_check: passed"
+echo "gpu_check: python -m bench.perf --device cuda --quick -> $OUTPUT/perf_quick.json"
+"$PYTHON" -m bench.perf --device cuda --quick --output "$OUTPUT/perf_quick.json"
+
+echo "gpu_check: python -m bench.perf --device cuda (probes, harness, Lookahead) -> $OUTPUT/perf_cuda.md"
+"$PYTHON" -m bench.perf --device cuda --only probe_toy,probe_vae,probe_vae_20x10,harness,lookahead \
+    --output "$OUTPUT/perf_cuda.json" --markdown "$OUTPUT/perf_cuda.md"
+echo "gpu_check: passed; the table is in $OUTPUT/perf_cuda.md"
