@@ -1,1 +1,3 @@
-"""The benchmark harness: the Hydra CLI (``python -m bench``), runner, tasks, probes, reports, perf."""
+"""The benchmark harness: ``python -m bench`` and ``gradbench``, runs, tasks, probes, reports."""
+
+__version__ = "0.1.0"

@@ -1,5 +1,5 @@
-"""``python -m bench``: one run, or a sweep with ``-m`` (``bench.cli.main``)."""
+"""``python -m bench``: one run, a sweep with ``-m``, or a command (``bench.cli.console``)."""
 
-from bench.cli.main import console
+from bench.cli.console import main
 
-console()
+main()

@@ -87,8 +87,3 @@ def entry(arguments: list[str]) -> None:
         raise
     except KeyboardInterrupt:  # outside a run (composing the config, between runs): no run was cut short
         fail("interrupted" + ("" if STARTED else " before the run started; nothing was written"), code=130)
-
-
-def console() -> None:
-    """``python -m bench``: the arguments after the program name."""
-    entry(sys.argv[1:])

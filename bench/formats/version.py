@@ -1,9 +1,11 @@
 """The code version of a run, and its provenance (versions of Python and the libraries, the machine).
 
-``code_version()`` says which code computed something: the package version; in a git checkout, the commit
-and whether the tree was modified; and always ``source_hash``, the sha256 of the installed source (every
-``.py`` file of ``bench``, ``estimators`` and ``optim``, and every config ``.yaml``, by path and content), so
-that two runs of the same commit with different uncommitted edits, or of an installed wheel, are told apart.
+``code_version()`` says which code computed something: the package version (``bench.__version__``); in a git
+checkout, the commit and whether the tree was modified (an installed package, even one in a virtual
+environment inside a checkout, has neither); and always ``source_hash``, the sha256 of the installed source
+(every ``.py`` file of ``bench``, ``estimators`` and ``optim``, and every config ``.yaml``, by path and
+content), so that two runs of the same commit with different uncommitted edits, or of an installed wheel, are
+told apart.
 It is recorded in every ``summary.json`` (``provenance``) and in every checkpoint (a resume after a change of
 code is noticed). The hash is computed once per process.
 """
@@ -22,13 +24,10 @@ SOURCE_PACKAGES = ("bench", "estimators", "optim")
 
 
 def package_version() -> str:
-    """The installed distribution's version (``gradbench``), else ``unknown`` (a plain source tree)."""
-    from importlib.metadata import PackageNotFoundError, version
+    """The package's version, ``bench.__version__`` (the wheel's version is read from it)."""
+    import bench
 
-    try:
-        return version("gradbench")
-    except PackageNotFoundError:
-        return "unknown"
+    return str(getattr(bench, "__version__", "unknown"))
 
 
 def git(*arguments: str) -> str | None:
@@ -42,8 +41,13 @@ def git(*arguments: str) -> str | None:
     return result.stdout if result.returncode == 0 else None
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The commit of the checkout that holds this package (None outside a git checkout)."""
+    """The commit of the git checkout this package is part of (None for an installed package: a virtual
+    environment inside a checkout is not part of it)."""
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or not top.strip() or Path(top.strip()).resolve() != PACKAGE.parent.resolve():
+        return None
     output = git("rev-parse", "HEAD")
     return output.strip() or None if output is not None else None
 
@@ -68,14 +72,18 @@ def source_files() -> list[Path]:
 
 @functools.lru_cache(maxsize=1)
 def source_hash() -> str:
-    """sha256 (16 hex digits) of the source files' relative paths and contents."""
+    """sha256 (16 hex digits) of the source files' relative paths and contents. The configs count as
+    ``conf/...`` wherever they are (the repository's ``conf/`` or the wheel's ``bench/conf/``), so a wheel
+    built from a clean checkout has the checkout's hash."""
+    from bench.formats.configs import CONF_DIR
+
     digest = hashlib.sha256()
     root = PACKAGE.parent
     for path in source_files():
-        try:
+        if path.is_relative_to(CONF_DIR):
+            relative = "conf/" + path.relative_to(CONF_DIR).as_posix()
+        else:
             relative = path.relative_to(root).as_posix()
-        except ValueError:  # the configs shipped inside the package
-            relative = path.relative_to(PACKAGE).as_posix()
         digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 

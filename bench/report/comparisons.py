@@ -9,8 +9,11 @@ the seeds every ranked configuration has (``common seeds``). Scale quantities ar
   replacement, every configuration's values of a seed kept together); with fewer than ``MINIMUM_SEEDS``
   seeds none is given.
 - Pairs: for every two configurations a, b, the mean over seeds of the difference a − b (log scale: the
-  ratio a / b, the exponential of the mean log difference) with its 95% t-interval, and the p-value of the
-  paired t-test, Holm-adjusted over the pairs of one (task, metric). ``comparisons.csv`` holds them, with
+  ratio a / b, the exponential of the mean log difference) with its 95% t-interval and the p-value of the
+  paired t-test, both unadjusted (the pair on its own: the interval excludes no-difference exactly when
+  p < 0.05), and that p-value Holm-adjusted over the pairs of one (task, metric), ``p_holm``, which has no
+  interval of its own (Holm's step-down adjustment has no matching simultaneous interval). Tables print
+  the interval beside the unadjusted p and name the Holm column apart. ``comparisons.csv`` holds them, with
   columns ``COMPARISON_COLUMNS``.
 - Critical difference (autorank: Friedman test, then Nemenyi's critical difference): only where at least
   ``MINIMUM_TASKS`` tasks share the same estimators.
@@ -36,7 +39,7 @@ RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 MINIMUM_SEEDS = 5
 MINIMUM_TASKS = 5
-COMPARISON_COLUMNS = ("task", "metric", "a", "b", "estimate", "ci_low", "ci_high", "p_holm")
+COMPARISON_COLUMNS = ("task", "metric", "a", "b", "estimate", "ci_low", "ci_high", "p", "p_holm")
 TOO_FEW_SEEDS = "too few seeds for rank intervals"
 
 
@@ -134,9 +137,9 @@ def rank(task: str, metric: str, values: pd.DataFrame, log: bool) -> Ranking | N
             estimate, ci_low, ci_high, p_value = paired_difference(a, b)
             if log:
                 estimate, ci_low, ci_high = math.exp(estimate), math.exp(ci_low), math.exp(ci_high)
-            rows.append((task, metric, first, second, estimate, ci_low, ci_high, p_value))
+            rows.append((task, metric, first, second, estimate, ci_low, ci_high, p_value, p_value))
     pairs = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
-    pairs["p_holm"] = holm(pairs["p_holm"])
+    pairs["p_holm"] = holm(pairs["p"])
     return Ranking(metric, log, list(matrix.index), table, pairs, left_out)
 
 

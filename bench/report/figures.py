@@ -25,21 +25,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
 
 from bench.formats.contract import OK
 from bench.report.declarations import Panel  # noqa: E402
 from bench.report.gradients import COSTS, Crossing, mse_at_budget  # noqa: E402
-from bench.report.statistics import bands, interval, on_log_scale, per_seed, training_time  # noqa: E402
+from bench.report.palette import Group, coinciding, groups_note, styles  # noqa: E402
+from bench.report.statistics import (  # noqa: E402
+    MINIMUM_BAND_SEEDS,
+    bands,
+    interval,
+    on_log_scale,
+    per_seed,
+    training_time,
+)
 from bench.report.survival import KaplanMeier  # noqa: E402
 
 BAND_ALPHA = 0.25
-
-
-def palette_for(labels: list[str]) -> dict[str, tuple]:
-    """One colour per label, the same in every figure of the report."""
-    colours = sns.color_palette("tab10" if len(labels) <= 10 else "tab20", len(labels))
-    return dict(zip(sorted(labels), colours, strict=True))
 
 
 @dataclass
@@ -104,14 +105,68 @@ def panel_data(panel: Panel, curves: pd.DataFrame) -> pd.DataFrame:
     return data
 
 
-def draw_band(axis: plt.Axes, band: pd.DataFrame, position: str, palette: dict) -> None:
-    """Each label's centre line and its interval as a shaded band."""
+def centre_series(band: pd.DataFrame, position: str) -> dict[str, np.ndarray]:
+    """Each label's centre line at the positions of every label (NaN where it has none), for
+    ``palette.coinciding``."""
+    if band.empty:
+        return {}
+    wide = band.pivot_table(index=position, columns="label", values="center", aggfunc="first", dropna=False)
+    return {str(label): wide[label].to_numpy(dtype=float) for label in wide.columns}
+
+
+def few_seeds(band: pd.DataFrame) -> list[str]:
+    """Labels of ``band`` with fewer than ``MINIMUM_BAND_SEEDS`` seeds at every position: drawn seed by
+    seed, without a band."""
+    if band.empty:
+        return []
+    most = band.groupby("label")["seeds"].max()
+    return sorted(str(label) for label in most[most < MINIMUM_BAND_SEEDS].index)
+
+
+def draw_band(
+    axis: plt.Axes, band: pd.DataFrame, position: str, palette: dict, data: pd.DataFrame | None = None
+) -> list[Group]:
+    """Each label's centre line and its interval as a shaded band; a label with fewer than
+    ``MINIMUM_BAND_SEEDS`` seeds gets each seed's own line from ``data`` (columns ``label``, ``seed``,
+    ``position``, ``value``) instead of a band (a t-interval over two seeds is 12.7 standard errors wide).
+    Labels whose centre lines coincide (``palette.coinciding``) are drawn with their own dashes and markers
+    and named in the legend. Returns those groups."""
+    groups = coinciding(centre_series(band, position))
+    style = styles(band["label"].unique(), groups)
+    grouped = {label for group in groups for label in group.labels}
+    few = set(few_seeds(band))
     for label, rows in band.groupby("label", sort=True):
         rows = rows.sort_values(position)
-        axis.plot(rows[position], rows["center"], color=palette[label], label=label)
-        axis.fill_between(
-            rows[position], rows["low"], rows["high"], color=palette[label], alpha=BAND_ALPHA, lw=0
-        )
+        colour, drawn = palette[label], style[label]
+        marks = {}
+        if label in grouped:
+            index = next(group.labels.index(label) for group in groups if label in group.labels)
+            marks = {
+                "marker": drawn.marker,
+                "ms": 5,
+                "mfc": colour if drawn.filled else "white",
+                "markevery": (index, max(2, len(rows) // 8)),
+            }
+        axis.plot(rows[position], rows["center"], color=colour, ls=drawn.line, label=drawn.legend, **marks)
+        if label in few and data is not None:
+            mine = data[data["label"] == label]
+            for _, seed in mine.groupby("seed"):
+                seed = seed.sort_values(position)
+                axis.plot(seed[position], seed["value"], color=colour, lw=0.7, alpha=0.6, marker=".", ms=3)
+        elif label not in few:
+            axis.fill_between(rows[position], rows["low"], rows["high"], color=colour, alpha=BAND_ALPHA, lw=0)
+    return groups
+
+
+def band_notes(band: pd.DataFrame, groups: list[Group]) -> str:
+    """What a figure's caption adds about its bands: labels drawn seed by seed, and coinciding labels."""
+    notes = []
+    few = few_seeds(band)
+    if few:
+        notes.append(f"fewer than {MINIMUM_BAND_SEEDS} seeds ({', '.join(few)}): each seed's line, no band")
+    if groups:
+        notes.append(groups_note(groups))
+    return "; ".join(notes)
 
 
 def draw_panel(
@@ -122,7 +177,7 @@ def draw_panel(
     finished = data[data["status"] == OK]
     stopped = data[data["status"] != OK]
     band = bands(finished, "step", on_log_scale(panel.metric, panel.log))
-    draw_band(axis, band, "step", palette)
+    band.attrs["groups"] = draw_band(axis, band, "step", palette, finished)
     for (_run, label, status, stopped_at), group in stopped.groupby(["run", "label", "status", "stopped_at"]):
         group = group.sort_values("step")
         axis.plot(group["step"], group["value"], "--", lw=0.8, color=palette[label], alpha=0.8)
@@ -166,7 +221,7 @@ def figure_panels(
     figure, axes = plt.subplots(rows, columns, figsize=size, sharex=not single, squeeze=False)
     for axis in axes.flat[len(panels) :]:
         axis.set_visible(False)
-    seeds, stopped, legend, drawn, scales = [], False, None, [], set()
+    seeds, stopped, legend, drawn, scales, notes = [], False, None, [], set(), []
     for axis, panel, frame, visible in zip(axes.flat, panels, data, shown, strict=False):
         if not visible:
             axis.set_visible(False)
@@ -189,6 +244,9 @@ def figure_panels(
         legend.legend(fontsize=8 if single else 7)
     words = " / ".join(interval_words(log) for log in sorted(scales))
     band_text = f"{words} over {count_text(seeds or [0])} seeds"
+        note = band_notes(band, band.attrs.get("groups", []))
+        if note and note not in notes:
+            notes.append(note if single else f"{panel.title}: {note}")
     band_text += "; ✕ = run stopped early" if stopped else ""
     if single:
         axes.flat[0].set_title(f"{task}: {title or panels[0].title}\n({band_text})")
@@ -207,6 +265,7 @@ def figure_scale(
     values = values[pd.to_numeric(values["value"], errors="coerce").notna()]
     if values.empty:
         return None
+    band_text += "".join(f";\n{textwrap.fill(note, 110)}" for note in notes)
     rows = []
     for label, group in values.groupby("label"):
         found = interval(per_seed(group["value"], group["seed"], True), log=True)
@@ -221,7 +280,7 @@ def figure_scale(
         colour = palette[row.label]
         seeds = values[(values["label"] == row.label) & (values["value"] > 0)]["value"]
         axis.plot(seeds, np.full(len(seeds), position), "o", color=colour, alpha=0.4, ms=4)
-        if math.isfinite(row.low):
+        if math.isfinite(row.low) and row.seeds >= MINIMUM_BAND_SEEDS:
             axis.plot([row.low, row.high], [position, position], color=colour, lw=2.5)
         axis.plot([row.center], [position], "D", color=colour, ms=7)
     axis.set_yticks(range(len(shown)), shown["label"])
@@ -245,14 +304,19 @@ def figure_bias_variance(
     where: str,
     verdicts: dict[str, tuple[int, int]],
     palette: dict,
+    few = shown.loc[shown["seeds"] < MINIMUM_BAND_SEEDS, "label"].tolist()
+    if few:
+        note += f"\nfewer than {MINIMUM_BAND_SEEDS} seeds (no bar): {', '.join(few)}"
     directory: Path,
 ) -> str | None:
     """Squared bias against variance per configuration, both relative to ‖g*‖² where every run has them:
     the variance's geometric mean ×/÷ its interval (log x axis), the squared bias's mean ± its t-interval
     (symmetric-log y axis: the unbiased estimate can be negative); filled markers where the bias test
-    rejects zero bias at that point (``verdicts``: per configuration, probes rejected and tested there). The
-    dashed line is the probe's noise level V/M, the size of the noise
-    subtracted from ‖ḡ − g*‖² to estimate ‖b‖²: squared biases well below it cannot be resolved."""
+    rejects zero bias at that point (``verdicts``: per configuration, probes rejected and tested there,
+    adjusted over ``family``, the table's). With fewer than ``MINIMUM_BAND_SEEDS`` seeds, each seed's point
+    and no bars. Configurations at the same point (``palette.coinciding``) get their own marker shapes and
+    are named beside it ("rebar = relax"). The dashed line is the probe's noise level V/M, the size of the
+    noise subtracted from ‖ĝ − g*‖² to estimate ‖b‖²: squared biases well below it cannot be resolved."""
     data = parts[~parts["deterministic"] & (parts["variance"] > 0)]
     if data.empty:
         return None
@@ -263,6 +327,7 @@ def figure_bias_variance(
     rows = []
     for label, group in raw.groupby("label"):
         variance = interval(per_seed(group["variance"], group["seed"], True), log=True)
+    family: str = "Holm over the probes of the table",
         bias = interval(per_seed(group["bias"], group["seed"]))
         rows.append(
             (
@@ -286,19 +351,39 @@ def figure_bias_variance(
             [row.variance],
             [row.bias],
             xerr=[[row.variance - row.variance_low], [row.variance_high - row.variance]]
-            if math.isfinite(row.variance_low)
+            if bars and math.isfinite(row.variance_low)
             else None,
             yerr=[[row.bias - row.bias_low], [row.bias_high - row.bias]]
-            if math.isfinite(row.bias_low)
+            if bars and math.isfinite(row.bias_low)
             else None,
-            fmt="o",
-            ms=8,
+            fmt=drawn.marker,
+            ms=size,
             color=colour,
             mfc=colour if rejected else "white",
             mew=2,
+    points = {row.label: np.array([row.variance, row.bias]) for row in table.itertuples()}
+    groups = coinciding(points)
+    style = styles(table["label"], groups)
             capsize=3,
-            label=f"{row.label}: {rejected} of {tested} probes biased" if tested else f"{row.label}: no test",
+            label=(
+                f"{drawn.legend}: {rejected} of {tested} probes biased"
+                if tested
+                else f"{drawn.legend}: no test"
+            ),
         )
+        if not bars:
+            seeds = raw[raw["label"] == row.label]
+            axis.plot(seeds["variance"], seeds["bias"], ".", color=colour, alpha=0.6, ms=5)
+    for group in groups:
+        first = points[group.labels[0]]
+        axis.annotate(
+            group.text, (first[0], first[1]), xytext=(8, -12), textcoords="offset points", fontsize=7
+        )
+        bars = row.seeds >= MINIMUM_BAND_SEEDS
+        drawn = style[row.label]
+        # Hollow (white) where the test does not reject; a second member of a coinciding group is drawn
+        # smaller, so that the first shows around it.
+        size = 8 if drawn.filled else 5
     span = np.geomspace(table["variance"].min() / 3, table["variance"].max() * 3, 50)
     if math.isfinite(draws) and draws > 0:
         axis.plot(span, span / draws, "k--", lw=1, label=f"probe noise level V/M (M = {draws:.0f})")
@@ -317,7 +402,7 @@ def figure_bias_variance(
         title=f"{task}: squared bias against variance at {where}\n(variance: {interval_words(True)};\n"
         f"‖b‖²: {interval_words(False)}; over {count_text(table['seeds'].tolist())} seeds;\n"
         f"filled: the bias test rejects zero bias at 5% at {where} in at least one seed,\n"
-        "Holm over the task's probes)" + exact,
+        f"{family})" + exact + few_text + (f"\n{groups_note(groups)}" if groups else ""),
     )
     axis.title.set_fontsize(9)
     # Outside the axes: inside, the legend hides the points it names.
@@ -328,6 +413,10 @@ def figure_bias_variance(
 
 def figure_by_training_time(
     task: str,
+    few = table.loc[table["seeds"] < MINIMUM_BAND_SEEDS, "label"].tolist()
+    few_text = (
+        f"\nfewer than {MINIMUM_BAND_SEEDS} seeds (dots: seeds; no bars): {', '.join(few)}" if few else ""
+    )
     metric: str,
     curves: pd.DataFrame,
     palette: dict,
@@ -358,9 +447,11 @@ def figure_by_training_time(
             )
     if not rows:
         return None
-    band = bands(pd.concat(rows, ignore_index=True), "time", log)
+    interpolated = pd.concat(rows, ignore_index=True)
+    band = bands(interpolated, "time", log)
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    draw_band(axis, band, "time", palette)
+    groups = draw_band(axis, band, "time", palette, interpolated)
+    notes = band_notes(band, groups)
     if target is not None:
         axis.axhline(target, color="black", ls="--", lw=1, label=f"target {target:.4g}")
     axis.set_xscale("log")
@@ -368,7 +459,8 @@ def figure_by_training_time(
     axis.set(
         xlabel="training time, s (log scale) = step × median step time, probes excluded",
         ylabel=metric,
-        title=f"{task}: {metric} by training time\n({interval_words(log)} over {count_text(counts)} seeds)",
+        title=f"{task}: {metric} by training time\n({interval_words(log)} over {count_text(counts)} seeds)"
+        + (f"\n{textwrap.fill(notes, 100)}" if notes else ""),
     )
     axis.grid(which="both", alpha=0.3)
     axis.legend(fontsize=8)
@@ -465,7 +557,8 @@ def figure_work(
     sampling = sampling[np.isfinite(sampling["value"])]
     band = bands(sampling, "budget", log=True)
     figure, axis = plt.subplots(figsize=(7.5, 4.8))
-    draw_band(axis, band[band["center"] > 0], "budget", palette)
+    positive = band[band["center"] > 0]
+    notes = band_notes(positive, draw_band(axis, positive, "budget", palette, sampling))
     for label, group in usable[usable["deterministic"]].groupby("label"):
         price = float(np.exp(np.log(group[cost]).mean()))
         axis.axvline(price, color=palette[label], lw=2, label=f"{label}: MSE 0 from T = {price:.4g}")
@@ -481,7 +574,8 @@ def figure_work(
         xlabel=f"budget T ({unit}; log scale)",
         ylabel="MSE(T) = ‖b‖² + V·t/T" + (" (÷ ‖g*‖²)" if relative else ""),
         title=f"{task}: mean squared error at a budget of {name}\n({interval_words(True)} over "
-        f"{count_text(counts)} seeds; dotted: crossings)",
+        f"{count_text(counts)} seeds; dotted: crossings)"
+        + (f"\n{textwrap.fill(notes, 100)}" if notes else ""),
     )
     axis.grid(which="both", alpha=0.3)
     axis.legend(fontsize=7, loc="best")

@@ -6,11 +6,14 @@ Where. Gradient statistics are compared between configurations at the same param
 starts from the same initialisation, when every run probed step 0; otherwise at each run's last probe, which
 the report then says.
 
-Bias verdicts. Each probe of each finished run gives ``grad_bias_p``, a calibrated p-value of the test of
-zero bias. Over one task, all those p-values are one family, adjusted by Holm's step-down method: a
-configuration is "biased at 5%" when at least one of its probes rejects after adjustment, so the chance
-that any unbiased configuration of the task is called biased is at most 5% (whatever the dependence
-between probes). Configurations whose draws do not vary (``exact``) have no p-value.
+Bias verdicts. Each probe of each finished run gives ``grad_bias_p``, the p-value of the test of zero bias
+(``bench.run.probe.statistics``). A verdict belongs to the table it appears in: the family adjusted by
+Holm's step-down method is every probe of every finished run of the configurations of that table (the runs
+the caller passes), never more, so that a table's verdicts do not change when another table (another
+study, another task) is added beside it. A configuration is "biased at 5%" when at least one of its probes
+rejects after adjustment, so the chance that any unbiased configuration of the table is called biased is at
+most 5% (whatever the dependence between probes), as far as the p-values hold their size. Configurations
+whose draws do not vary (``exact``) have no p-value.
 
 Budget. Averaging K = T/t independent estimates that cost t each (``estimate_time_ms``, or ``f_evals``
 for equal evaluations of f) within a budget T leaves the bias and divides the variance by K:
@@ -91,7 +94,7 @@ def deterministic_labels(point: ProbePoint, reference: str) -> set[str]:
 
 @dataclass
 class BiasVerdicts:
-    """Per configuration, the bias test's verdict over its probes (Holm over the task's probes)."""
+    """Per configuration, the bias test's verdict over its probes (Holm over the probes of the table)."""
 
     text: dict[str, str]
     probes: int
@@ -99,6 +102,11 @@ class BiasVerdicts:
     tested: dict[str, int]
     tests: pd.DataFrame
     """Every test: ``run``, ``label``, ``step``, ``value`` (the p-value), ``adjusted`` (Holm)."""
+
+    @property
+    def family(self) -> str:
+        """The family the adjustment is over, as a table's note names it."""
+        return f"Holm over the {self.probes} probes of this table"
 
     def at_point(self, same_parameters: bool) -> dict[str, tuple[int, int]]:
         """Per configuration, (rejected, tested) among the probes at the comparison point: step 0, or each
@@ -115,8 +123,9 @@ class BiasVerdicts:
 
 
 def bias_verdicts(ok: pd.DataFrame, curves: pd.DataFrame, deterministic: set[str]) -> BiasVerdicts | None:
-    """The verdicts from ``grad_bias_p`` at every probe of every ok run (module docstring); None when no
-    probe has a p-value."""
+    """The verdicts of the table whose rows are the runs ``ok`` (finished runs): Holm over ``grad_bias_p``
+    at every probe of those runs, and of no other run in ``curves`` (module docstring); None when no probe
+    has a p-value."""
     found = curves[
         (curves["metric"] == "grad_bias_p") & curves["run"].isin(ok["run"]) & curves["value"].notna()
     ].copy()

@@ -77,8 +77,8 @@ METRIC_NOTES = {
     "grad_bias_rel": "unbiased estimate of ‖b‖² / ‖g*‖² (can be negative when the bias is below the probe's "
     "noise); 0 for an unbiased estimator",
     "bias test": "verdict of the test of zero bias (grad_bias_p) over the configuration's probes, "
-    "Holm-adjusted over every probe of the task: at most 5% chance that any unbiased configuration is called "
-    "biased",
+    "Holm-adjusted over every probe of the table it appears in (named under the table): at most 5% chance "
+    "that any unbiased configuration of that table is called biased",
     "grad_mse": "1/M Σ‖ĝ_m − g*‖² = variance + squared bias of one estimate; lower is better",
     "grad_cos": "cosine between the mean estimate and the reference gradient, debiased for the probe's "
     "noise; 1 is the right direction",
@@ -205,13 +205,12 @@ def main_table(analysis: TaskAnalysis) -> list[str]:
     ]
     if analysis.verdicts is not None:
         lines += [
-            f"Bias test: `grad_bias_p` at every probe of every finished run ({analysis.verdicts.probes} "
-            'probes), Holm-adjusted over all of them; "biased at 5%" when at least one of the '
+            f"Bias test: **{analysis.verdicts.family}** (`grad_bias_p` at every probe of every finished run "
+            'of the configurations above, and of no other table); "biased at 5%" when at least one of the '
             "configuration's probes rejects zero bias after adjustment, so the chance that any unbiased "
-            "configuration here is called biased is at most 5%, as far as the p-values are calibrated (the "
-            "F reference is liberal for heavy-tailed draws, such as a score function's on a peaked "
-            'distribution). "No detectable bias" is not a proof of none: the probe resolves a squared bias '
-            "down to about its noise level V/M.",
+            "configuration here is called biased is at most 5%, as far as the p-values hold their size. "
+            '"No detectable bias" is not a proof of none: the probe resolves a squared bias down to about '
+            "its noise level V/M.",
             "",
         ]
     if analysis.reference == "none":
@@ -270,15 +269,19 @@ def ranking_lines(ranking: Ranking, meaning: str, notes: list[str], runs: dict[s
             {
                 "a": first,
                 "b": second,
-                "paired estimate [95% CI]": estimate_text(row, ranking.log),
-                "p (Holm)": number(row["p_holm"]),
+                "paired estimate [95% CI], unadjusted": estimate_text(row, ranking.log),
+                "p, unadjusted": number(row["p"]),
+                f"p, Holm over {len(ranking.pairs)} pairs": number(row["p_holm"]),
             }
         )
     if adjacent:
         lines += [
             "Neighbours in this ranking (paired t-test over seeds"
             + (", on the log scale" if ranking.log else "")
-            + f"; Holm over all {len(ranking.pairs)} pairs, every pair in comparisons.csv):",
+            + "; the interval and the first p-value are each pair's own, unadjusted, and agree: the interval "
+            "excludes no difference exactly when p < 0.05; the last column is that p-value adjusted by Holm "
+            f"over all {len(ranking.pairs)} pairs of this ranking, which has no interval of its own; every "
+            "pair in comparisons.csv):",
             "",
             markdown_table(pd.DataFrame(adjacent)),
             "",
@@ -604,8 +607,9 @@ def figure_lines(
             else math.nan
         )
         verdicts = analysis.verdicts.at_point(point.same_parameters) if analysis.verdicts is not None else {}
+        family = analysis.verdicts.family if analysis.verdicts is not None else ""
         figures.append(
-            figure_bias_variance(task, parts, float(draws), point.title, verdicts, palette, directory)
+            figure_bias_variance(task, parts, float(draws), point.title, verdicts, palette, directory, family)
         )
         for cost in COSTS:
             if parts[cost].notna().any():

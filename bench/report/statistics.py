@@ -31,6 +31,10 @@ from bench.report.declarations import Column
 
 CONFIDENCE = 0.95
 
+MINIMUM_BAND_SEEDS = 3
+"""Fewer seeds than this: figures draw each seed's value and no interval (with two seeds the t-interval is
+12.7 standard errors wide and covers the axis); tables still give the interval, with its seed count."""
+
 SCALE_METRICS = (
     "grad_variance",
     "grad_mse",

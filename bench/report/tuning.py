@@ -361,7 +361,8 @@ def profile_fraction(ratios: pd.Series, rho: float) -> float:
 def figure_sensitivity(table: pd.DataFrame, document: dict[str, Any], directory: Path, stem: str) -> str:
     import matplotlib.pyplot as plt
 
-    from bench.report.figures import palette_for, save
+    from bench.report.figures import save
+    from bench.report.palette import palette_for
 
     conditions = list(dict.fromkeys(table["condition"]))
     names = list(dict.fromkeys(table["optimizer"]))
@@ -418,7 +419,8 @@ def figure_tuned_curves(stage_two: StageTwo, document: dict[str, Any], directory
     """Test objective of the tuned settings over steps (top) and training time (bottom), per condition."""
     import matplotlib.pyplot as plt
 
-    from bench.report.figures import palette_for, save
+    from bench.report.figures import save
+    from bench.report.palette import palette_for
     from bench.report.statistics import bands
 
     data = stage_two.curves[
@@ -470,7 +472,8 @@ def figure_tuned_curves(stage_two: StageTwo, document: dict[str, Any], directory
 def figure_profile(table: pd.DataFrame, directory: Path, stem: str) -> str:
     import matplotlib.pyplot as plt
 
-    from bench.report.figures import palette_for, save
+    from bench.report.figures import save
+    from bench.report.palette import palette_for
 
     names = sorted(table["optimizer"].unique())
     palette = palette_for(names)

@@ -50,6 +50,7 @@ def test_report_writes_summary_figures_and_markdown(sweep):
         "estimate",
         "ci_low",
         "ci_high",
+        "p",
         "p_holm",
     ]
     assert "too few seeds for rank intervals" in text  # 2 seeds

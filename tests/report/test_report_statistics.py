@@ -151,7 +151,7 @@ def test_every_table_row_shows_runs_ok_of_total_and_the_bias_verdict_is_holm_adj
     # Holm over the 15 probes of the finished runs: a's smallest p (0.01) × 15 > 5%; b's 1e-6 × 15 < 5%.
     assert "no detectable bias (0 of 6 probes)" in row_a and row_a.endswith("| 2/3 |")
     assert "biased at 5% (9 of 9 probes, steps 0, 10, 20)" in row_b and row_b.endswith("| 3/3 |")
-    assert "Holm-adjusted over all of them" in text and "(15 probes)" in text
+    assert "Holm over the 15 probes of this table" in text
     assert holm([0.01, 0.04, 0.03]).tolist() == pytest.approx([0.03, 0.06, 0.06])
 
 
@@ -176,6 +176,10 @@ def test_rankings_are_paired_over_seeds_with_bootstrap_rank_intervals_and_holm_p
     raw = stats.ttest_rel(values[values.label == "a"].value, values[values.label == "c"].value).pvalue
     assert first["estimate"] == pytest.approx(differences.mean()) and first["ci_high"] < 0
     assert first["p_holm"] == pytest.approx(min(1.0, 3 * raw))  # the smallest of three p-values
+    # The interval and the p-value printed beside it are adjusted the same way (neither): the unadjusted
+    # interval excludes 0 exactly where the unadjusted p is below 5%.
+    assert first["p"] == pytest.approx(raw)
+    assert ((pairs["ci_low"] > 0) | (pairs["ci_high"] < 0)).tolist() == (pairs["p"] < 0.05).tolist()
     # Fewer than 5 seeds: no rank interval.
     few = rank(TASK, "final_loss", values[values["seed"] < 3], log=False)
     assert not few.rank_intervals and TOO_FEW_SEEDS == "too few seeds for rank intervals"

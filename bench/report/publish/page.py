@@ -24,16 +24,18 @@ import seaborn
 
 from bench.formats.contract import OK, PROBE_FIELDS, SUMMARY_FILE
 from bench.report.declarations import Panel, task_declaration
-from bench.report.figures import figure_bias_variance, figure_panels, figure_scale, output, palette_for
+from bench.report.figures import figure_bias_variance, figure_panels, figure_scale, output
 from bench.report.gradients import error_parts
 from bench.formats.tables import markdown_table
 from bench.report.markdown import GENERIC_PANELS, analyse, main_table, section_lines
 from bench.report.publish.studies import DEFAULT_BUDGET, STUDIES, PageStudy
 from bench.report.read import CURVES_TABLE, SUMMARY_TABLE, load_runs, read_tables, write_tables
+from bench.report.palette import palette_for
 from bench.report.same_point.markdown import task_lines
 from bench.report.same_point.statistics import (
     aggregate,
     baseline_of,
+    MINIMUM_SEEDS,
     fixed_members,
     member_label,
     over_seeds,
@@ -275,8 +277,9 @@ def header_lines(studies: tuple[PageStudy, ...], summaries: dict[str, pd.DataFra
         + f" (UTC), at commit(s) {commits_text(every)}.",
         "",
         "**Intervals.** Every interval is the 95% interval over seeds (runs of one seed averaged first; "
-        "a t-interval, geometric for scale quantities such as variances and times; the same-point studies "
-        "use a bootstrap over seeds), as in `python -m bench.report`; `seeds` is the number of seeds behind "
+        "a t-interval, geometric for scale quantities such as variances and times; the same-point studies' "
+        "too, of each seed's log ratio, with its measured coverage under each table), as in "
+        "`python -m bench.report`; `seeds` is the number of seeds behind "
         "each row. Where two intervals overlap, the page does not claim a difference (paired tests over "
         "seeds are in `python -m bench.report`'s full report of a study's folder).",
         "",
@@ -428,7 +431,10 @@ def bias_variance_lines(task: str, analysis, palette: dict, directory: Path) -> 
         else math.nan
     )
     verdicts = analysis.verdicts.at_point(analysis.point.same_parameters) if analysis.verdicts else {}
-    name = figure_bias_variance(task, parts, float(draws), analysis.point.title, verdicts, palette, directory)
+    family = analysis.verdicts.family if analysis.verdicts else ""
+    name = figure_bias_variance(
+        task, parts, float(draws), analysis.point.title, verdicts, palette, directory, family
+    )
     if not name:
         return []
     data = pd.read_csv(directory / f"{task}_bias_variance.csv", keep_default_na=False, na_values=[""])
@@ -505,7 +511,8 @@ def study_sentences(study: pd.DataFrame, paired: pd.DataFrame) -> dict[str, str]
             )
             found[f"{stem}_progress"] = (
                 f"MSE, variance and the true gradient's norm at every checkpoint (line: geometric mean over "
-                f"seeds; band: min–max over seeds); over checkpoints and seeds the MSE relative to "
+                f"seeds; band: min–max over seeds, or each seed's points below {MINIMUM_SEEDS} seeds); over "
+                f"checkpoints and seeds the MSE relative to "
                 f"{baseline}'s is lowest for {mse[0][1]} ({mse[0][0]:.3g}{best}) and highest for "
                 f"{mse[-1][1]} ({mse[-1][0]:.3g})."
             )

@@ -1,5 +1,10 @@
 """Figures of a report's studies: MSE, variance and ‖g*‖ along training, the paired MSE ratio against the
-baseline per checkpoint, and the cross-probe matrix (PNG and PDF in the report folder)."""
+baseline per checkpoint, and the cross-probe matrix (PNG and PDF in the report folder).
+
+Colours are the report's (``bench.report.palette``: one per estimator, in every figure); intervals are
+computed on the scale they are drawn on (log ratios on a log axis); with fewer than ``MINIMUM_SEEDS`` seeds
+each seed's value is drawn and no band; estimators whose values coincide are drawn with their own dashes and
+markers and named ("rebar = relax")."""
 
 from __future__ import annotations
 
@@ -15,12 +20,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.report.figures import write_files  # noqa: E402
-from bench.report.same_point.statistics import member_label, over_seeds  # noqa: E402
+from bench.report.palette import coinciding, groups_note, styles  # noqa: E402
+from bench.report.same_point.statistics import MINIMUM_SEEDS, member_label, over_seeds  # noqa: E402
 
-
-def colours(names: list[str]) -> dict[str, tuple]:
-    palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
-    return {name: palette(index % palette.N) for index, name in enumerate(sorted(names))}
+Z95 = 1.959963984540054  # the normal 97.5% quantile: a checkpoint's interval from its M draws
 
 
 def save(figure: plt.Figure, directory: Path, stem: str) -> str:
@@ -47,17 +50,46 @@ def figure_progress(
         if metric in table
     ]
     figure, axes = plt.subplots(1, len(panels) + 1, figsize=(4.6 * (len(panels) + 1), 3.8))
+    seeds = table["seed"].nunique()
+    notes = []
     for axis, (metric, name) in zip(axes, panels, strict=False):
+        centres = {}
+        for (estimator, samples), group in table.groupby(["estimator", "samples"]):
+            values = group[group[metric] > 0]
+            centre = values.groupby("step")[metric].apply(lambda v: float(np.exp(np.log(v).mean())))
+            centres[member_label(estimator, samples)] = centre.reindex(steps).to_numpy(dtype=float)
+        groups = coinciding(centres)
+        style = styles(centres, groups)
+        if groups and groups_note(groups) not in notes:
+            notes.append(groups_note(groups))
         for (estimator, samples), group in table.groupby(["estimator", "samples"]):
             label = member_label(estimator, samples)
+            drawn = style[label]
             values = group[group[metric] > 0]
             by_step = values.groupby("step")[metric]
-            centre = by_step.apply(lambda v: float(np.exp(np.log(v).mean())))
-            x = [position[step] for step in centre.index]
-            axis.plot(x, centre.to_numpy(), marker="o", ms=3, color=palette[label], label=label)
-            axis.fill_between(
-                x, by_step.min().to_numpy(), by_step.max().to_numpy(), color=palette[label], alpha=0.15
+            x = [position[step] for step in steps]
+            axis.plot(
+                x,
+                centres[label],
+                ls=drawn.line,
+                marker=drawn.marker,
+                ms=4 if drawn.filled else 6,
+                mfc=palette[label] if drawn.filled else "none",
+                color=palette[label],
+                label=drawn.legend,
             )
+            if seeds >= MINIMUM_SEEDS:
+                low, high = by_step.min().reindex(steps), by_step.max().reindex(steps)
+                axis.fill_between(x, low.to_numpy(), high.to_numpy(), color=palette[label], alpha=0.15)
+            else:  # too few seeds for a band: each seed's value
+                axis.plot(
+                    [position[step] for step in values["step"]],
+                    values[metric],
+                    ".",
+                    ms=3,
+                    color=palette[label],
+                    alpha=0.6,
+                )
         axis.set_yscale("log")
         axis.set_title(f"{name} of one estimate (at the same parameters)", fontsize=9)
         checkpoint_axis(axis, steps)
@@ -79,16 +111,27 @@ def figure_progress(
     axes[-1].legend(
         *axes[0].get_legend_handles_labels(), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0)
     )
-    figure.suptitle(title, fontsize=10)
+    spread = (
+        "band: min–max over seeds"
+        if seeds >= MINIMUM_SEEDS
+        else f"dots: each seed (fewer than {MINIMUM_SEEDS}: no band)"
+    )
+    figure.suptitle(
+        f"{title}\n(line: geometric mean over {seeds} seed(s); {spread})"
+        + "".join(f"\n{note}" for note in notes),
+        fontsize=10,
+    )
     return save(figure, directory, stem)
 
 
 def figure_paired(
     paired: pd.DataFrame, baseline: str, palette: dict, directory: Path, stem: str, title: str
 ) -> str | None:
-    """The paired MSE ratio against the baseline per checkpoint: per seed, 1 + (mean difference ± 1.96 paired
-    standard errors) / the baseline's MSE; the line is the geometric mean over seeds, the band its interval
-    from resampling the seeds (with at least ``MINIMUM_SEEDS``)."""
+    """The paired MSE ratio against the baseline per checkpoint, on a log axis, every interval on the log
+    scale: per seed, the ratio with exp(log ratio ± 1.96 ``mse_log_ratio_se``), its paired standard error
+    from the M draws (tables written before that metric existed: the seeds' points without bars); the line
+    is the geometric mean over seeds and the band its t-interval over seeds (``over_seeds``, with at least
+    ``MINIMUM_SEEDS`` seeds)."""
     chosen = paired[(paired["variant"] == "fixed") & (paired["baseline"] == baseline)]
     if chosen.empty:
         return None
@@ -96,26 +139,46 @@ def figure_paired(
     table = chosen.pivot_table(index=keys, columns="metric", values="value", aggfunc="first").reset_index()
     if "mse_ratio" not in table:
         return None
+    table = table[table["mse_ratio"] > 0]
     steps = sorted(table["step"].unique())
     position = {step: index for index, step in enumerate(steps)}
+    seeds = table["seed"].nunique()
+    bars = "mse_log_ratio_se" in table and table["mse_log_ratio_se"].notna().any()
     figure, axis = plt.subplots(figsize=(7.5, 4.2))
     members = list(table.groupby(["estimator", "samples"]))
+    means = {
+        member_label(estimator, samples): np.array(
+            [
+                over_seeds(group.loc[group["step"] == step, "mse_ratio"], log=True)[0]
+                if (group["step"] == step).any()
+                else np.nan
+                for step in steps
+            ]
+        )
+        for (estimator, samples), group in members
+    }
+    groups = coinciding(means)
+    style = styles(means, groups)
     width = 0.6 / max(1, len(members))
     for number, ((estimator, samples), group) in enumerate(members):
         label = member_label(estimator, samples)
+        drawn = style[label]
         offset = (number - (len(members) - 1) / 2) * width
-        baseline_mse = group["mse_difference"] / (group["mse_ratio"] - 1)
-        low = 1 + (group["mse_difference"] - 1.96 * group["mse_difference_se"]) / baseline_mse
-        high = 1 + (group["mse_difference"] + 1.96 * group["mse_difference_se"]) / baseline_mse
         x = np.array([position[step] for step in group["step"]]) + offset
-        ratio = group["mse_ratio"].to_numpy()
+        ratio = group["mse_ratio"].to_numpy(dtype=float)
+        error = None
+        if bars:
+            spread = Z95 * group["mse_log_ratio_se"].to_numpy(dtype=float)
+            spread = np.where(np.isfinite(spread), spread, 0.0)
+            error = [ratio - ratio * np.exp(-spread), ratio * np.exp(spread) - ratio]
         axis.errorbar(
             x,
             ratio,
-            yerr=[np.clip(ratio - low.to_numpy(), 0, None), np.clip(high.to_numpy() - ratio, 0, None)],
-            fmt="o",
+            yerr=error,
+            fmt=drawn.marker,
             ms=3,
             color=palette[label],
+            mfc=palette[label] if drawn.filled else "none",
             alpha=0.6,
             lw=1,
         )
@@ -123,7 +186,9 @@ def figure_paired(
             (step, over_seeds(values, log=True)) for step, values in group.groupby("step")["mse_ratio"]
         ]
         x = [position[step] + offset for step, _ in by_step]
-        axis.plot(x, [value[0] for _, value in by_step], color=palette[label], label=label)
+        axis.plot(
+            x, [value[0] for _, value in by_step], color=palette[label], ls=drawn.line, label=drawn.legend
+        )
         if all(not math.isnan(value[1]) for _, value in by_step):  # enough seeds: the interval over seeds
             lows, highs = [value[1] for _, value in by_step], [value[2] for _, value in by_step]
             axis.fill_between(x, lows, highs, color=palette[label], alpha=0.15, lw=0)
@@ -132,7 +197,21 @@ def figure_paired(
     axis.set_ylabel(f"MSE / MSE of {baseline} (paired, same draws' noise)")
     checkpoint_axis(axis, steps)
     axis.legend(fontsize=7, ncol=2)
-    axis.set_title(title, fontsize=10)
+    per_seed = (
+        "dots: each seed, bars ×/÷ exp(1.96 SE of the log ratio) over the M draws"
+        if bars
+        else "dots: each seed (no per-seed bars: these tables predate mse_log_ratio_se)"
+    )
+    band = (
+        "band: 95% t-interval over seeds of the log ratio"
+        if seeds >= MINIMUM_SEEDS
+        else f"fewer than {MINIMUM_SEEDS} seeds: no band"
+    )
+    axis.set_title(
+        f"{title}\n(line: geometric mean over {seeds} seed(s); {band};\n{per_seed})"
+        + (f"\n{groups_note(groups)}" if groups else ""),
+        fontsize=9,
+    )
     return save(figure, directory, stem)
 
 

@@ -9,16 +9,22 @@ import numpy as np
 import pandas as pd
 
 from bench.formats.tables import markdown_table
-from bench.report.same_point.figures import colours, figure_cross_probe, figure_paired, figure_progress
+from bench.report.palette import palette_for
+from bench.report.same_point.figures import figure_cross_probe, figure_paired, figure_progress
 from bench.report.same_point.statistics import (
     BIAS_LEVEL,
+    COVERAGE_TEXT,
+    INTERVAL_TEXT,
     MINIMUM_SEEDS,
     aggregate,
     baseline_of,
+    bias_adjusted,
+    bias_family,
     fixed_members,
     member_label,
     over_seeds,
     pairing_gain,
+    shared_trajectory,
     sharpened_pairs,
     wide,
 )
@@ -62,8 +68,12 @@ def task_lines(task: str, study: pd.DataFrame, paired: pd.DataFrame, directory: 
     in_fixed = [(e, float(s)) in fixed for e, s in zip(members["estimator"], members["samples"], strict=True)]
     members_fixed = members[in_fixed]
     baseline = baseline_of(study, members_fixed)
-    palette = colours(
-        [member_label(e, s) for e, s in set(zip(members["estimator"], members["samples"], strict=True))]
+    # The figures draw the fixed-samples members only: the equal-cost variants (other S) are tables.
+    palette = palette_for(
+        [
+            member_label(e, s)
+            for e, s in zip(members_fixed["estimator"], members_fixed["samples"], strict=True)
+        ]
     )
     matrix = {}
     for trajectory in sorted(members["trajectory"].unique()):
@@ -81,12 +91,7 @@ def task_lines(task: str, study: pd.DataFrame, paired: pd.DataFrame, directory: 
             f"estimator at S = {', '.join(sorted({str(int(s)) for s in table['samples']}))}.",
             "",
         ]
-        if len(seeds) < MINIMUM_SEEDS:
-            lines += [
-                f"Only {len(seeds)} seed(s): fewer than {MINIMUM_SEEDS}, so no interval over seeds is given "
-                "(the checkpoints of one trajectory are correlated and do not make up for seeds).",
-                "",
-            ]
+        lines += seed_lines(len(seeds), study[study["trajectory"] == trajectory])
         summary = aggregate(table, baseline)
         gains = pairing_gain(paired[paired["trajectory"] == trajectory], baseline)
         shown = pd.DataFrame(
@@ -98,7 +103,7 @@ def task_lines(task: str, study: pd.DataFrame, paired: pd.DataFrame, directory: 
                 "mean rank by MSE": [with_interval(*value[:3], ".2f") for value in summary["rank"]],
                 f"MSE / {baseline}'s": [with_interval(*value[:3]) for value in summary["mse"]],
                 f"variance / {baseline}'s": [with_interval(*value[:3]) for value in summary["variance"]],
-                f"biased (p < {BIAS_LEVEL:g})": summary["biased"],
+                "biased (Holm, 5%)": summary["biased"],
                 "paired SE / unpaired SE": [
                     f"{gains[key]:.2f}" if key in gains else "—"
                     for key in zip(summary["estimator"], summary["samples"], strict=True)
@@ -107,13 +112,15 @@ def task_lines(task: str, study: pd.DataFrame, paired: pd.DataFrame, directory: 
         )
         lines += [
             "Over checkpoints and seeds (a seed's value is its mean over the checkpoints; mean over seeds, "
-            f"geometric for ratios, with a 95% cluster-bootstrap interval over seeds when there are ≥ "
-            f"{MINIMUM_SEEDS}); best first. `biased`: checkpoints × seeds where the test of zero bias "
-            f"rejects; `paired SE / unpaired SE`: the median ratio of the standard errors of the MSE "
+            f"geometric for ratios, with {INTERVAL_TEXT} when there are ≥ {MINIMUM_SEEDS} seeds); best "
+            "first. `biased`: probes (checkpoints × seeds) where the test of zero bias rejects at 5% after "
+            f"adjustment; `paired SE / unpaired SE`: the median ratio of the standard errors of the MSE "
             f"difference against {baseline}, < 1 where the common random numbers made the comparison "
             "sharper:",
             "",
             markdown_table(shown),
+            "",
+            f"Bias test: {bias_family(table)}. {COVERAGE_TEXT}",
             "",
         ]
         lines += per_checkpoint_lines(table)
@@ -183,6 +190,27 @@ def task_lines(task: str, study: pd.DataFrame, paired: pd.DataFrame, directory: 
     return lines
 
 
+def seed_lines(seeds: int, study: pd.DataFrame) -> list[str]:
+    """What a trajectory's seeds allow: no interval with fewer than ``MINIMUM_SEEDS``; and, when the seeds
+    share one trajectory (``shared_trajectory``), that the intervals measure the probes' noise only."""
+    lines = []
+    if seeds < MINIMUM_SEEDS:
+        lines += [
+            f"Only {seeds} seed(s): fewer than {MINIMUM_SEEDS}, so no interval over seeds is given "
+            "(the checkpoints of one trajectory are correlated and do not make up for seeds).",
+            "",
+        ]
+    if seeds > 1 and shared_trajectory(study):
+        lines += [
+            f"**The {seeds} seeds share one trajectory**: its parameters are the same at every checkpoint "
+            "in every seed (the trajectory does not depend on the seed), so the seeds differ only in the "
+            "probes' own noise: the intervals over seeds below say how precisely these checkpoints were "
+            "measured, not how the comparison varies between trajectories.",
+            "",
+        ]
+    return lines
+
+
 def variant_lines(paired: pd.DataFrame, baseline: str) -> list[str]:
     """The equal-cost comparisons (``bench.campaigns.same_point.roster``): where they choose other sample
     counts than the fixed-samples one, every member's MSE and variance relative to the variant's RLOO member
@@ -237,7 +265,7 @@ def per_checkpoint_lines(table: pd.DataFrame) -> list[str]:
     ranks = ranked.pivot_table(index=["estimator", "samples"], columns="step", values="rank", aggfunc="mean")
     shown = ranks.map(lambda value: f"{value:.1f}")
     if "grad_bias_p" in table:
-        biased = table.assign(biased=table["grad_bias_p"] < BIAS_LEVEL).pivot_table(
+        biased = table.assign(biased=bias_adjusted(table) < BIAS_LEVEL).pivot_table(
             index=["estimator", "samples"], columns="step", values="biased", aggfunc="mean"
         )
         shown = shown.where(biased.reindex_like(shown).fillna(0) < 0.5, shown + " ᵇ")
@@ -250,8 +278,8 @@ def per_checkpoint_lines(table: pd.DataFrame) -> list[str]:
     )
     order = ranks.mean(axis=1).to_numpy().argsort(kind="stable")
     return [
-        "Rank by MSE at each checkpoint (1 = lowest; mean over seeds); ᵇ: the test of zero bias rejects "
-        f"(grad_bias_p < {BIAS_LEVEL:g}) at most seeds:",
+        "Rank by MSE at each checkpoint (1 = lowest; mean over seeds); ᵇ: the test of zero bias rejects at "
+        f"{BIAS_LEVEL:.0%} at most seeds, {bias_family(table)}:",
         "",
         markdown_table(shown.iloc[order]),
         "",
