@@ -16,7 +16,15 @@ benchmark:
 - the codebook and commitment losses (van den Oord et al. 2017, eq. 3),
   ‖sg[z_e] − e_{k*}‖² + β‖z_e − sg[e_{k*}]‖², with β = 0.25 in the paper: ``vq_losses``;
 - exponential moving averages (van den Oord et al. 2017, appendix A.1; Razavi et al. 2019, "Generating
-  Diverse High-Fidelity Images with VQ-VAE-2"), which replace the codebook loss: ``EMACodebook``.
+  Diverse High-Fidelity Images with VQ-VAE-2"), which replace the codebook loss: ``EMACodebook``;
+- a frozen random codebook E times a learned linear map, trained by the same losses (SimVQ, Zhu et al.
+  2024): ``LinearCodebook``.
+
+Finite scalar quantization (Mentzer et al. 2024) needs no learned codebook: each of d' coordinates is
+bounded and rounded to one of L_i levels, so the codes are the fixed grid of Π_i L_i points, and the
+nearest code is the rounding itself: ``FiniteScalarQuantizer``. Both are ways of parameterizing the
+codebook; how the gradient crosses the quantizer is still the estimator's (straight-through, in both
+papers).
 """
 
 from __future__ import annotations
@@ -154,3 +162,81 @@ def code_usage(index: Tensor, codes: int) -> dict[str, float]:
     entropy = float(-(nonzero * nonzero.log()).sum())
     used = int((counts > 0).sum())
     return {"perplexity": math.exp(entropy), "codes_used": used / codes, "unused_codes": float(codes - used)}
+
+
+class LinearCodebook(nn.Module):
+    """SimVQ's codebook (Zhu, Zhang, Li, Wang, Chen, Li & Liu 2024, "Addressing Representation Collapse in
+    Vector Quantized Models with One Linear Layer"; code ``youngsheen/SimVQ``, ``quantize.py``):
+
+        C = E Wᵀ + b,    E ∈ R^{K×d} frozen, drawn from N(0, 1/d) (the code's ``nn.init.normal_(std=d^-½)``),
+
+    W, b a learned linear layer (``nn.Linear(d, d)``, torch's default initialization, as the code). The
+    codebook and commitment losses are those of a plain codebook, ‖sg[z_e] − C_k‖² + β‖z_e − sg[C_k]‖²
+    (the code's non-legacy ``commit_loss``), so the codebook loss trains W and b: every code moves with
+    every update of the shared map, which is how SimVQ keeps codes from dying. E and the layer are drawn from
+    torch's global generator (a run's seed fixes them).
+    """
+
+    def __init__(self, codes: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("basis", torch.randn(codes, dim) * dim**-0.5)
+        self.linear = nn.Linear(dim, dim)
+
+    def forward(self) -> Tensor:
+        """The codebook C, shape (K, d)."""
+        return self.linear(self.basis)
+
+
+class FiniteScalarQuantizer(nn.Module):
+    """Finite scalar quantization (Mentzer, Minnen, Agustsson & Tschannen 2024, "Finite Scalar Quantization:
+    VQ-VAE Made Simple", ICLR; their reference code, ``fsq.ipynb``, followed step by step):
+
+        bound(z)_i = tanh(z_i + s_i)·h_i − o_i,   h_i = (L_i − 1)(1 − ε)/2,  o_i = ½ for even L_i else 0,
+                     s_i = tan(o_i/h_i),  ε = 1e-3,
+        ẑ_i = round(bound(z)_i) / ⌊L_i/2⌋                 (a grid point, renormalized to about [−1, 1]),
+
+    so each coordinate takes exactly L_i values and z ↦ ẑ has Π_i L_i codes (the implied codebook,
+    ``codebook``). The rounding of bound(z)/⌊L/2⌋ to the nearest grid point is the nearest code in the
+    implied codebook, which is how the ``codebook`` latent kind's estimators see FSQ (``vq_st`` then is FSQ's
+    straight-through rounding). The reference code uses tan where atanh would centre bound(0) exactly at 0
+    (other implementations, e.g. ``vector-quantize-pytorch``, use atanh and (1 + ε)); we follow the paper's
+    code. ``index`` numbers the codes in mixed radix (the code's ``codes_to_indexes``).
+    """
+
+    def __init__(self, levels: tuple[int, ...] | list[int]) -> None:
+        super().__init__()
+        levels = [int(level) for level in levels]
+        if not levels or any(level < 2 for level in levels):
+            raise EstimatorError(
+                f"finite scalar quantization needs one or more levels, each >= 2 (e.g. [8, 5, 5, 5]), got "
+                f"{levels}."
+            )
+        self.levels = tuple(levels)
+        level = torch.tensor(levels, dtype=torch.float64)
+        half = (level - 1) * (1 - 1e-3) / 2
+        offset = torch.where(level % 2 == 1, 0.0, 0.5)
+        self.register_buffer("half_range", half.float(), persistent=False)
+        self.register_buffer("offset", offset.float(), persistent=False)
+        self.register_buffer("shift", torch.tan(offset / half).float(), persistent=False)
+        self.register_buffer("width", (level // 2).float(), persistent=False)
+        self.register_buffer("basis", torch.cumprod(torch.tensor([1, *levels[:-1]]), 0), persistent=False)
+
+    @property
+    def codes(self) -> int:
+        return math.prod(self.levels)
+
+    def bound(self, z: Tensor) -> Tensor:
+        """The coordinates bounded to the range whose rounding has L_i values and renormalized by ⌊L_i/2⌋:
+        what the implied codebook quantizes."""
+        return (torch.tanh(z + self.shift) * self.half_range - self.offset) / self.width
+
+    def codebook(self) -> Tensor:
+        """Every grid point (Π_i L_i, d'), in the order of ``index``."""
+        numbers = torch.arange(self.codes, device=self.basis.device)
+        digits = (numbers.unsqueeze(-1) // self.basis) % torch.tensor(self.levels, device=numbers.device)
+        return (digits - self.width.to(torch.long)).to(self.half_range.dtype) / self.width
+
+    def index(self, code: Tensor) -> Tensor:
+        """The number of each grid point ``code`` (..., d') in ``codebook``."""
+        digits = torch.round(code * self.width + self.width).to(torch.long)
+        return (digits * self.basis).sum(-1)

@@ -6,12 +6,23 @@ decoder reads the P codes and returns Bernoulli logits for the pixels. The train
 
     −log p(x | z_q) + ‖sg[z_e] − e_k‖² + β ‖z_e − sg[e_k]‖²          (codebook_update: loss, β = 0.25)
     −log p(x | z_q) + β ‖z_e − sg[e_k]‖²,  codebook by EMA            (codebook_update: ema)
+    −log p(x | z_q) + ‖sg[z_e] − C_k‖² + β ‖z_e − sg[C_k]‖²,  C = E Wᵀ + b (codebook_update: linear)
+    −log p(x | z_q),  z_e bounded, its code the nearest point of a grid  (codebook_update: fsq)
 
-summed over the P latent vectors and averaged over the batch. The gradient estimator decides how the
-reconstruction term's gradient crosses the quantizer; the codebook and commitment terms are the task's
-``deterministic`` part (they use the nearest code, also for ``vq_stochastic``, whose sampled code only feeds
-the decoder). The EMA update (``estimators.codebook.EMACodebook``) runs in ``after_step`` on the encoder
-outputs of the step's batch after the optimizer step.
+summed over the P latent vectors and averaged over the batch. ``linear`` is SimVQ (Zhu et al. 2024): a frozen
+random codebook E times a learned linear map, trained by the codebook loss
+(``estimators.codebook.LinearCodebook``). ``fsq`` is finite scalar quantization (Mentzer et al. 2024): the
+encoder outputs P vectors of d' = len(``levels``) coordinates, each bounded and quantized to L_i levels, the
+codes are the fixed grid of Π_i L_i points (``estimators.codebook.FiniteScalarQuantizer``; ``dim``, ``codes``
+and ``codebook_init`` are not used), and there is no codebook or commitment loss (the paper uses none). In
+both papers the gradient crosses the quantizer by straight-through: ``estimator=vq_st``; the other codebook
+estimators (the rotation trick, stochastic VQ) combine with them as with a plain codebook.
+
+The gradient estimator decides how the reconstruction term's gradient crosses the quantizer; the codebook
+and commitment terms are the task's ``deterministic`` part (they use the nearest code, also for
+``vq_stochastic``, whose sampled code only feeds the decoder). The EMA update
+(``estimators.codebook.EMACodebook``) runs in ``after_step`` on the encoder outputs of the step's batch after
+the optimizer step.
 
 The codebook starts at U(−1/K, 1/K) (``codebook_init: uniform``, as in the reference implementations) or
 at the encoder outputs of random training images (``codebook_init: data``).
@@ -22,10 +33,12 @@ sampling noise of a stochastic quantizer), and the bias fields are NaN.
 
 Metrics. ``evaluate()`` (at every probe) on the held-out images: ``objective`` = reconstruction loss −log p(x
 | z_q) per image (nats; the headline ``final_loss``), ``validation_objective`` the same on the validation
-images, ``quantization_error`` = mean ‖z_e − e_k‖² per latent vector, ``perplexity`` = exp(entropy of the code
-frequencies) (K when all codes are used equally), ``codes_used`` = fraction of the K codes assigned to at
-least one held-out latent vector, and ``dead_codes`` = number of codes assigned to no latent vector of the
-training images (at most ``usage_images`` of them). ``after_step`` records the same quantities on each
+images, ``quantization_error`` = mean ‖z_e − e_k‖² per latent vector (for FSQ: between the bounded
+coordinates and their grid point), ``perplexity`` = the codebook perplexity exp(entropy of the code
+frequencies) (K when all codes are used equally; for FSQ over its implied grid of Π_i L_i codes),
+``codes_used`` = fraction of the K codes assigned to at least one held-out latent vector, and
+``dead_codes`` = number of codes assigned to no latent vector of the training images (at most
+``usage_images`` of them). ``after_step`` records the same quantities on each
 training batch as ``train_reconstruction``, ``train_quantization_error``, ``train_perplexity`` and
 ``train_codes_used`` (every ``log_every`` steps).
 """
@@ -39,9 +52,16 @@ from torch import Tensor, nn
 from bench.tasks.base import Task
 from bench.tasks.checks import check_arguments, number, one_of, refuse, whole
 from bench.tasks.data import EpochSampler, load_images, mlp, with_replacement
-from estimators.codebook import Codebook, EMACodebook, code_usage, vq_losses
+from estimators.codebook import (
+    Codebook,
+    EMACodebook,
+    FiniteScalarQuantizer,
+    LinearCodebook,
+    code_usage,
+    vq_losses,
+)
 
-CODEBOOK_UPDATES = ("loss", "ema")
+CODEBOOK_UPDATES = ("loss", "ema", "linear", "fsq")
 CODEBOOK_INITS = ("uniform", "data")
 
 
@@ -64,6 +84,7 @@ class VQVAE(Task):
         epsilon: float = 1e-5,
         codebook_init: str = "uniform",
         usage_images: int = 10000,
+        levels: tuple[int, ...] | list[int] = (4, 4, 4),
     ) -> None:
         super().__init__()
         check_arguments(
@@ -89,7 +110,8 @@ class VQVAE(Task):
                 "beta": number(least=0).explained("It is the commitment weight."),
                 "codebook_update": one_of(CODEBOOK_UPDATES).explained(
                     "loss: codebook loss |sg[z_e] - e|^2; ema: exponential moving averages, van den Oord et "
-                    "al. 2017 A.1."
+                    "al. 2017 A.1; linear: SimVQ's frozen codebook times a learned linear map; fsq: finite "
+                    "scalar quantization to the grid of task.levels."
                 ),
                 "decay": number(least=0, below=1).explained("It is the EMA decay."),
                 "epsilon": number(above=0).explained("It is the EMA's Laplace smoothing."),
@@ -99,6 +121,18 @@ class VQVAE(Task):
                 "usage_images": whole(least=1),
             },
         )
+        if codebook_update in ("linear", "fsq") and codebook_init != "uniform":
+            refuse(
+                "codebook_init",
+                codebook_init,
+                f"uniform (the default) with task.codebook_update={codebook_update}: "
+                + (
+                    "SimVQ's frozen codebook is drawn from N(0, 1/d)"
+                    if codebook_update == "linear"
+                    else "FSQ's codes are a fixed grid"
+                ),
+            )
+        quantizer = FiniteScalarQuantizer(levels) if codebook_update == "fsq" else None
         train, validation, test = load_images(data, path)
         if train.shape[0] < batch_size:
             refuse("batch_size", batch_size, f"at most the {train.shape[0]} training images")
@@ -113,12 +147,21 @@ class VQVAE(Task):
         self.register_buffer("validation_images", validation, persistent=False)
         self.register_buffer("test_images", test, persistent=False)
         self.latents, self.dim, self.codes = int(latents), int(dim), int(codes)
+        if quantizer is not None:  # FSQ: d' coordinates per vector, a grid of Π L_i codes
+            self.dim, self.codes = len(quantizer.levels), quantizer.codes
         self.batch_size, self.beta, self.usage_images = int(batch_size), float(beta), int(usage_images)
         self.codebook_update = codebook_update
         pixels = train.shape[1]
         self.encoder = mlp(pixels, hidden, self.latents * self.dim)
         self.decoder = mlp(self.latents * self.dim, hidden, pixels)
         self.sampler = EpochSampler(len(train), self.batch_size)
+        if codebook_update == "linear":
+            self.linear_codebook = LinearCodebook(self.codes, self.dim)
+            return
+        if quantizer is not None:
+            self.quantizer = quantizer
+            self.register_buffer("grid", quantizer.codebook(), persistent=False)
+            return
         if codebook_init == "uniform":
             # U(−1/K, 1/K), as in the reference VQ-VAE implementations (Sonnet's VectorQuantizer).
             initial = torch.empty(self.codes, self.dim).uniform_(-1 / self.codes, 1 / self.codes)
@@ -138,11 +181,19 @@ class VQVAE(Task):
 
     @property
     def codebook(self) -> Tensor:
-        return self.ema.codebook if self.codebook_update == "ema" else self.embedding
+        """The K codes, shape (K, d): the learned codebook, SimVQ's E Wᵀ + b, or FSQ's grid."""
+        if self.codebook_update == "ema":
+            return self.ema.codebook
+        if self.codebook_update == "linear":
+            return self.linear_codebook()
+        if self.codebook_update == "fsq":
+            return self.grid
+        return self.embedding
 
     def encode(self, images: Tensor) -> Tensor:
-        """Encoder outputs z_e, shape (N, P, d)."""
-        return self.encoder(images).unflatten(-1, (self.latents, self.dim))
+        """Encoder outputs z_e, shape (N, P, d) (for FSQ, bounded: ``FiniteScalarQuantizer.bound``)."""
+        z_e = self.encoder(images).unflatten(-1, (self.latents, self.dim))
+        return self.quantizer.bound(z_e) if self.codebook_update == "fsq" else z_e
 
     def reconstruction(self, z_q: Tensor, images: Tensor) -> Tensor:
         """−log p(x | z_q) per image: Bernoulli likelihood summed over pixels, shape z_q.shape[:-2]."""
@@ -159,9 +210,11 @@ class VQVAE(Task):
         return lambda z_q: self.reconstruction(z_q, batch)
 
     def deterministic(self, params: Codebook, batch: Tensor) -> Tensor:
+        if self.codebook_update == "fsq":  # no codebook to learn, nothing to commit to (Mentzer et al.)
+            return torch.zeros((), device=params.z_e.device)
         codebook_loss, commitment_loss = vq_losses(params)
         total = self.beta * commitment_loss.sum(-1).mean()
-        if self.codebook_update == "loss":
+        if self.codebook_update in ("loss", "linear"):
             total = total + codebook_loss.sum(-1).mean()
         return total
 

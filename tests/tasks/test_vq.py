@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,7 +23,14 @@ from bench.run.build import estimators_for
 from bench.run.runner import run
 from bench.tasks.vqvae import VQVAE
 from estimators.base import EstimatorError
-from estimators.codebook import Codebook, EMACodebook, code_usage, squared_distances, vq_losses
+from estimators.codebook import (
+    Codebook,
+    EMACodebook,
+    FiniteScalarQuantizer,
+    code_usage,
+    squared_distances,
+    vq_losses,
+)
 from estimators.exact import Exact
 from estimators.gumbel_st import GumbelST
 from estimators.reparam import Reparam
@@ -362,3 +370,83 @@ def test_stochastic_vq_is_as_unbiased_as_the_estimator_it_wraps():
 
     assert StochasticVQ(GumbelST()).unbiased is False
     assert StochasticVQ(ScoreFunction("loo")).unbiased is True
+
+
+# -- SimVQ's linear codebook and finite scalar quantization --------------------------------------------------
+
+
+def test_simvq_codebook_is_a_frozen_basis_through_a_linear_map_trained_by_the_codebook_loss():
+    torch.manual_seed(0)
+    task = VQVAE(codebook_update="linear", codes=8, latents=2, dim=3, hidden=16, batch_size=16)
+    layer = task.linear_codebook.linear
+    basis = task.linear_codebook.basis
+    torch.testing.assert_close(task.codebook, basis @ layer.weight.T + layer.bias)  # C = E Wᵀ + b
+    assert not basis.requires_grad and "linear_codebook.basis" not in dict(task.named_parameters())
+    assert basis.std().item() == pytest.approx(3**-0.5, rel=0.5)  # E ~ N(0, 1/d), as SimVQ's code
+    task.loss(VQStraightThrough(), 1, task.train_batch(1)).backward()
+    assert layer.weight.grad.abs().sum() > 0 and layer.bias.grad.abs().sum() > 0  # the codebook loss trains W
+    # The codebook loss alone, by hand: ‖sg[z_e] − C_k‖² summed over the P vectors, mean over the batch.
+    batch = task.train_batch(2)
+    params = task.distribution(batch)
+    code = task.codebook[params.nearest()]
+    expected = ((params.z_e.detach() - code) ** 2).sum(-1).sum(-1).mean() + task.beta * (
+        (params.z_e - code.detach()) ** 2
+    ).sum(-1).sum(-1).mean()
+    torch.testing.assert_close(task.deterministic(params, batch), expected)
+
+
+def fsq_reference(z: np.ndarray, levels: list[int]) -> np.ndarray:
+    """The FSQ paper's reference code (Mentzer et al. 2024, fsq.ipynb) in numpy: bound, round, renormalize."""
+    levels_array = np.asarray(levels, dtype=np.float64)
+    half_l = (levels_array - 1) * (1 - 1e-3) / 2
+    offset = np.where(levels_array % 2 == 1, 0.0, 0.5)
+    shift = np.tan(offset / half_l)
+    bounded = np.tanh(z + shift) * half_l - offset
+    return np.round(bounded) / (levels_array // 2)
+
+
+@pytest.mark.parametrize("levels", [[4, 4, 4], [8, 5, 5, 5], [3, 2]])
+def test_fsq_quantizes_as_the_reference_code_and_its_nearest_code_is_the_rounding(levels):
+    quantizer = FiniteScalarQuantizer(levels)
+    z = torch.randn(2000, len(levels), generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2
+    bounded = quantizer.double().bound(z)
+    grid = quantizer.codebook().double()
+    assert grid.shape == (math.prod(levels), len(levels)) and len(grid.unique(dim=0)) == math.prod(levels)
+    for axis, level in enumerate(levels):  # each coordinate takes exactly L_i values
+        assert len(grid[:, axis].unique()) == level
+    nearest = Codebook(bounded, grid).nearest()
+    np.testing.assert_allclose(grid[nearest].numpy(), fsq_reference(z.numpy(), levels), atol=1e-12)
+    assert torch.equal(quantizer.index(grid[nearest]), nearest)  # the mixed-radix number of each code
+    # vq_st on FSQ's codebook latent is FSQ's straight-through rounding: the value is the grid point, the
+    # gradient reaching z is bound'(z)·g.
+    leaf = z[:5].clone().requires_grad_(True)
+    upstream = torch.randn(5, len(levels), dtype=torch.float64)
+    value = VQStraightThrough()(Codebook(quantizer.bound(leaf), grid), lambda q: (q * upstream).sum(-1), 1)
+    value.sum().backward()
+    slope = (1 - torch.tanh(z[:5] + quantizer.shift) ** 2) * quantizer.half_range / quantizer.width
+    torch.testing.assert_close(leaf.grad, upstream * slope)
+
+
+def test_fsq_refuses_a_level_below_two():
+    with pytest.raises(EstimatorError, match="levels"):
+        FiniteScalarQuantizer([4, 1])
+
+
+def test_vqvae_with_fsq_has_no_codebook_loss_and_counts_usage_over_its_grid():
+    torch.manual_seed(0)
+    task = VQVAE(codebook_update="fsq", levels=[3, 3], latents=2, hidden=16, batch_size=16)
+    assert task.codes == 9 and task.codebook.shape == (9, 2)
+    assert not any("embedding" in name or "codebook" in name for name, _ in task.named_parameters())
+    batch = task.train_batch(1)
+    params = task.distribution(batch)
+    assert params.z_e.shape == (16, 2, 2) and params.z_e.abs().max() <= 1
+    assert task.deterministic(params, batch) == 0
+    metrics = task.evaluate()
+    _, index, _ = task.quantize(task.test_images)
+    assert metrics["codes_used"] == len(index.unique()) / 9 and 1 <= metrics["perplexity"] <= 9
+
+
+@pytest.mark.parametrize("codebook_update", ["linear", "fsq"])
+def test_vqvae_refuses_a_data_initialization_without_a_learned_codebook(codebook_update):
+    with pytest.raises(ConfigError, match="codebook_init"):
+        VQVAE(codebook_update=codebook_update, codebook_init="data")

@@ -115,7 +115,9 @@ STUDIES: tuple[PageStudy, ...] = (
         "Vector-quantization estimators on the VQ-VAE",
         ("+experiment=vq_estimators", "steps=1000", "probe.every=100", "seed=0,1,2"),
         "Straight-through, the rotation trick and stochastic VQ (through straight-through Gumbel-Softmax), "
-        "the codebook trained by its loss or by EMA; there is no reference gradient.",
+        "the codebook trained by its loss, by EMA, as SimVQ's frozen codebook times a learned linear map "
+        "(codebook_update=linear; SimVQ is its vq_st row) or replaced by FSQ's fixed grid (fsq; FSQ is its "
+        "vq_st row); codebook perplexity and quantization error for each; there is no reference gradient.",
         ("section:codebook",),
     ),
     PageStudy(
