@@ -227,6 +227,9 @@ def figure_panels(
             axis.set_visible(False)
             continue
         band = draw_panel(axis, panel, frame, palette, annotate=single)
+        note = band_notes(band, band.attrs.get("groups", []))
+        if note and note not in notes:
+            notes.append(note if single else f"{panel.title}: {note}")
         drawn.append(band.assign(panel=panel.metric))
         scales.add(on_log_scale(panel.metric, panel.log))
         finished = frame[frame["status"] == OK]
@@ -244,10 +247,8 @@ def figure_panels(
         legend.legend(fontsize=8 if single else 7)
     words = " / ".join(interval_words(log) for log in sorted(scales))
     band_text = f"{words} over {count_text(seeds or [0])} seeds"
-        note = band_notes(band, band.attrs.get("groups", []))
-        if note and note not in notes:
-            notes.append(note if single else f"{panel.title}: {note}")
     band_text += "; ✕ = run stopped early" if stopped else ""
+    band_text += "".join(f";\n{textwrap.fill(note, 110)}" for note in notes)
     if single:
         axes.flat[0].set_title(f"{task}: {title or panels[0].title}\n({band_text})")
     else:
@@ -265,7 +266,6 @@ def figure_scale(
     values = values[pd.to_numeric(values["value"], errors="coerce").notna()]
     if values.empty:
         return None
-    band_text += "".join(f";\n{textwrap.fill(note, 110)}" for note in notes)
     rows = []
     for label, group in values.groupby("label"):
         found = interval(per_seed(group["value"], group["seed"], True), log=True)
@@ -287,6 +287,9 @@ def figure_scale(
     axis.invert_yaxis()
     axis.set_xscale("log")
     note = f"\nvalue 0 (not drawn): {', '.join(zero)}" if zero else ""
+    few = shown.loc[shown["seeds"] < MINIMUM_BAND_SEEDS, "label"].tolist()
+    if few:
+        note += f"\nfewer than {MINIMUM_BAND_SEEDS} seeds (no bar): {', '.join(few)}"
     axis.set(
         xlabel=f"{metric} at {where} (log scale)",
         ylabel="",
@@ -304,10 +307,8 @@ def figure_bias_variance(
     where: str,
     verdicts: dict[str, tuple[int, int]],
     palette: dict,
-    few = shown.loc[shown["seeds"] < MINIMUM_BAND_SEEDS, "label"].tolist()
-    if few:
-        note += f"\nfewer than {MINIMUM_BAND_SEEDS} seeds (no bar): {', '.join(few)}"
     directory: Path,
+    family: str = "Holm over the probes of the table",
 ) -> str | None:
     """Squared bias against variance per configuration, both relative to ‖g*‖² where every run has them:
     the variance's geometric mean ×/÷ its interval (log x axis), the squared bias's mean ± its t-interval
@@ -327,7 +328,6 @@ def figure_bias_variance(
     rows = []
     for label, group in raw.groupby("label"):
         variance = interval(per_seed(group["variance"], group["seed"], True), log=True)
-    family: str = "Holm over the probes of the table",
         bias = interval(per_seed(group["bias"], group["seed"]))
         rows.append(
             (
@@ -344,9 +344,17 @@ def figure_bias_variance(
     columns = ["label", "variance", "variance_low", "variance_high", "bias", "bias_low", "bias_high", "seeds"]
     table = pd.DataFrame(rows, columns=columns)
     figure, axis = plt.subplots(figsize=(9.5, 5.4))
+    points = {row.label: np.array([row.variance, row.bias]) for row in table.itertuples()}
+    groups = coinciding(points)
+    style = styles(table["label"], groups)
     for row in table.itertuples():
         colour = palette[row.label]
         rejected, tested = verdicts.get(row.label, (0, 0))
+        bars = row.seeds >= MINIMUM_BAND_SEEDS
+        drawn = style[row.label]
+        # Hollow (white) where the test does not reject; a second member of a coinciding group is drawn
+        # smaller, so that the first shows around it.
+        size = 8 if drawn.filled else 5
         axis.errorbar(
             [row.variance],
             [row.bias],
@@ -361,9 +369,6 @@ def figure_bias_variance(
             color=colour,
             mfc=colour if rejected else "white",
             mew=2,
-    points = {row.label: np.array([row.variance, row.bias]) for row in table.itertuples()}
-    groups = coinciding(points)
-    style = styles(table["label"], groups)
             capsize=3,
             label=(
                 f"{drawn.legend}: {rejected} of {tested} probes biased"
@@ -379,11 +384,6 @@ def figure_bias_variance(
         axis.annotate(
             group.text, (first[0], first[1]), xytext=(8, -12), textcoords="offset points", fontsize=7
         )
-        bars = row.seeds >= MINIMUM_BAND_SEEDS
-        drawn = style[row.label]
-        # Hollow (white) where the test does not reject; a second member of a coinciding group is drawn
-        # smaller, so that the first shows around it.
-        size = 8 if drawn.filled else 5
     span = np.geomspace(table["variance"].min() / 3, table["variance"].max() * 3, 50)
     if math.isfinite(draws) and draws > 0:
         axis.plot(span, span / draws, "k--", lw=1, label=f"probe noise level V/M (M = {draws:.0f})")
@@ -396,6 +396,10 @@ def figure_bias_variance(
     axis.set_xscale("log")
     axis.set_yscale("symlog", linthresh=threshold)
     unit = " / ‖g*‖²" if relative else ""
+    few = table.loc[table["seeds"] < MINIMUM_BAND_SEEDS, "label"].tolist()
+    few_text = (
+        f"\nfewer than {MINIMUM_BAND_SEEDS} seeds (dots: seeds; no bars): {', '.join(few)}" if few else ""
+    )
     axis.set(
         xlabel=f"variance of one estimate{unit} (log scale)",
         ylabel=f"squared bias ‖b‖²{unit} (symmetric log: linear within ±{threshold:.2g})",
@@ -413,10 +417,6 @@ def figure_bias_variance(
 
 def figure_by_training_time(
     task: str,
-    few = table.loc[table["seeds"] < MINIMUM_BAND_SEEDS, "label"].tolist()
-    few_text = (
-        f"\nfewer than {MINIMUM_BAND_SEEDS} seeds (dots: seeds; no bars): {', '.join(few)}" if few else ""
-    )
     metric: str,
     curves: pd.DataFrame,
     palette: dict,

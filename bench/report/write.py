@@ -15,8 +15,8 @@ import pandas as pd
 from bench.formats.contract import PROBE_FIELDS
 from bench.report.comparisons import write_comparisons
 from bench.report.markdown import ReportOptions, report_text
-from bench.report.read import (
 from bench.report.palette import palette_for
+from bench.report.read import (
     CURVES_TABLE,
     REPORT_DIR,
     SUMMARY_TABLE,

@@ -28,14 +28,14 @@ from bench.report.figures import figure_bias_variance, figure_panels, figure_sca
 from bench.report.gradients import error_parts
 from bench.formats.tables import markdown_table
 from bench.report.markdown import GENERIC_PANELS, analyse, main_table, section_lines
+from bench.report.palette import palette_for
 from bench.report.publish.studies import DEFAULT_BUDGET, STUDIES, PageStudy
 from bench.report.read import CURVES_TABLE, SUMMARY_TABLE, load_runs, read_tables, write_tables
-from bench.report.palette import palette_for
 from bench.report.same_point.markdown import task_lines
 from bench.report.same_point.statistics import (
+    MINIMUM_SEEDS,
     aggregate,
     baseline_of,
-    MINIMUM_SEEDS,
     fixed_members,
     member_label,
     over_seeds,
