@@ -1,45 +1,50 @@
-"""The user guide's code runs as written, so it cannot rot; and every estimator is part of the public API.
+"""Every Python block of the README and docs/ runs as written, so that none can rot; the examples a user
+copies also do what their text says.
 
-- "Use an estimator in your own model": its Python block is executed; the hard-attention layer must learn
-  through each estimator (expected loss far below the 1.75 of a random choice) and the Bernoulli and
-  Gaussian snippets must write gradients.
-- "Bring your own task": its Python block is saved as ``my_task.py`` in an empty folder and run from there
-  with the README's own command, as a newcomer would.
+- README, "Use an estimator in your own model": feature gates trained through the score function and REBAR
+  learn to open the two features that matter and close the others; REBAR's η and λ are trained by their own
+  optimizer (they move) and never by the model's.
+- The user guide, "Use an estimator in your own model": the hard-attention layer learns through each
+  estimator (expected loss far below the 1.75 of a random choice) and the Bernoulli and Gaussian snippets
+  write gradients.
+- The user guide, "Bring your own task": ``my_task.py`` gives a task that passes the harness's check of the
+  protocol (``tests/docs/test_commands.py`` runs it with the README's command).
+
+A block that needs a long run may be marked ``<!-- not run: the reason -->`` on the line above it.
 """
 
 from __future__ import annotations
 
-import importlib
-import json
-import re
+import contextlib
+import io
+from collections.abc import Callable
 
+import pytest
 import torch
-from omegaconf import OmegaConf
 
 import estimators
-from estimators.base import LATENT_KINDS, Estimator
-from tests.helpers import ROOT, run_cli
+from bench.tasks.custom import check_task
+from tests.docs.pages import Block, all_blocks
+
+BLOCKS = all_blocks("python")
 
 
-def python_block(section: str, page: str = "docs/guide.md") -> str:
-    """The first fenced Python block under the heading ``## section`` of ``page``."""
-    text = (ROOT / page).read_text()
-    start = text.index(f"\n## {section}\n")
-    end = text.find("\n## ", start + 1)
-    match = re.search(r"```python\n(.*?)```", text[start : end if end > 0 else None], re.DOTALL)
-    assert match, f"no python block under '## {section}'"
-    return match.group(1)
+def readme_gates(namespace: dict) -> None:
+    for name, probabilities in namespace["p_open"].items():
+        useful, useless = probabilities[:2], probabilities[2:]
+        # From p = 0.5: the two features that matter are kept, the four others mostly dropped.
+        assert min(useful) > 0.9 and sum(useless) / len(useless) < 0.5, (name, probabilities)
+    rebar = namespace["estimator"]
+    assert isinstance(rebar, estimators.REBAR)
+    own = rebar.own_parameters()
+    assert own and not any(
+        torch.equal(a, b) for a, b in zip(own, estimators.REBAR().own_parameters(), strict=True)
+    )
+    in_model_optimizer = {id(p) for group in namespace["optimizer"].param_groups for p in group["params"]}
+    assert not in_model_optimizer & {id(p) for p in own}, "the model's optimizer holds REBAR's η or λ"
 
 
-def test_use_an_estimator_in_your_own_model():
-    code = python_block("Use an estimator in your own model")
-    namespace: dict = {"__name__": "readme_example"}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread is fastest on a shared machine
-    try:
-        exec(compile(code, "docs/guide.md", "exec"), namespace)
-    finally:
-        torch.set_num_threads(threads)
+def guide_attention(namespace: dict) -> None:
     losses = namespace["expected_loss"]
     assert set(losses) == {"score_function", "gumbel_st", "exact"}
     # A random choice of item scores E‖x_i − x_j‖²/dim = 2 · 7/8 = 1.75; all three must have learned.
@@ -48,53 +53,47 @@ def test_use_an_estimator_in_your_own_model():
     assert namespace["mean"].grad is not None and namespace["log_scale"].grad is not None
 
 
-def test_bring_your_own_task(tmp_path):
-    (tmp_path / "my_task.py").write_text(python_block("Bring your own task"))
-    result = run_cli(
-        "bench",
-        "task=custom",
-        "task.factory=my_task:make_task",
-        "task.name=feature_gates",
-        "estimator=disarm",
-        "steps=30",
-        "probe.draws=400",
-        f"hydra.run.dir={tmp_path}/run",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "feature_gates / disarm / adam" in result.stdout
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["status"] == "ok" and summary["reference"] == "exact"
-    # DisARM is unbiased: against the task's exact (enumerated) gradient the probe's mean is off by about
-    # one standard error; 4 SE is the tolerance (fixed seed, 400 draws).
-    assert summary["grad_bias"] < 4 * summary["grad_bias_se"], summary
+def guide_task(namespace: dict) -> None:
+    task = check_task(namespace["make_task"](), "my_task:make_task")
+    assert task.latent == "categorical" and task.reference == "exact"
+    assert set(task.evaluate()) >= {"objective"}
 
 
-def configured_estimators() -> list[tuple[str, str]]:
-    """(config name, ``_target_``) of every estimator config that names a class (presets like rloo do not)."""
-    found = []
-    for path in sorted((ROOT / "conf" / "estimator").glob("*.yaml")):
-        target = OmegaConf.load(path).get("_target_")
-        if target is not None:
-            found.append((path.stem, target))
-    return found
+CHECKS: dict[tuple[str, str], Callable[[dict], None]] = {
+    ("README.md", "Use an estimator in your own model"): readme_gates,
+    ("guide.md", "Use an estimator in your own model"): guide_attention,
+    ("guide.md", "Bring your own task"): guide_task,
+}
 
 
-def test_every_configured_estimator_is_exported_and_documented():
-    # The public API: what the harness can run, a user can import from `estimators`, with a docstring that
-    # says whether it is biased and a declared latent kind.
-    exported = {getattr(estimators, name) for name in estimators.__all__}
-    for name, target in configured_estimators():
-        module_name, _, class_name = target.rpartition(".")
-        module = importlib.import_module(module_name)
-        cls = getattr(module, class_name)
-        assert cls in exported, f"{class_name} (conf/estimator/{name}.yaml) is not in estimators.__all__"
-        assert issubclass(cls, Estimator) and cls.latents and set(cls.latents) <= set(LATENT_KINDS), cls
-        documentation = f"{module.__doc__ or ''} {cls.__doc__ or ''}".lower()
-        assert "biased" in documentation or "exact" in documentation, f"{module_name}: biased or not?"
+def run_block(block: Block) -> dict:
+    namespace: dict = {"__name__": f"docs_example_{block.line}"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is fastest on a shared machine
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            exec(compile(block.code, block.name, "exec"), namespace)
+    finally:
+        torch.set_num_threads(threads)
+    return namespace
 
 
-def test_every_configured_estimator_has_a_reference_row():
-    reference = (ROOT / "docs" / "reference.md").read_text()
-    missing = [name for name, _ in configured_estimators() if f"| `{name}` |" not in reference]
-    assert not missing, f"no row in docs/reference.md's estimator table for {missing}"
+@pytest.mark.parametrize("block", [b for b in BLOCKS if b.not_run is None], ids=lambda block: block.name)
+def test_every_python_block_runs(block):
+    namespace = run_block(block)
+    check = CHECKS.get((block.page.name, block.heading))
+    if check is not None:
+        check(namespace)
+
+
+def test_the_checked_examples_exist():
+    # Every check above finds its block (a renamed heading would otherwise skip it silently).
+    found = {(block.page.name, block.heading) for block in BLOCKS if block.not_run is None}
+    assert set(CHECKS) <= found, set(CHECKS) - found
+
+
+def test_a_wrong_example_fails_its_check():
+    # Negative control: an untrained gate model (p = 0.5 everywhere) and an untouched REBAR fail the check.
+    untrained = {"p_open": {"REBAR": [0.5] * 6}, "estimator": estimators.REBAR(), "optimizer": None}
+    with pytest.raises(AssertionError):
+        readme_gates(untrained)
