@@ -104,7 +104,11 @@ def test_seeds_that_share_one_trajectory_are_said_to(digests):
     assert "Only 2 seed(s): fewer than 3" in "\n".join(seed_lines(2, apart[apart["seed"] < 2]))
 
 
-def test_a_study_table_names_its_bias_family_and_its_intervals_coverage(tmp_path):
+def test_a_study_table_names_its_bias_family_and_its_intervals_coverage(tmp_path, monkeypatch):
+    import bench.report.same_point.markdown as markdown
+
+    for figure in ("figure_progress", "figure_paired"):  # the text is under test, not the drawing
+        monkeypatch.setattr(markdown, figure, lambda *arguments: "drawn.png")
     study = study_rows({0: 0.5, 1: 0.5, 2: 0.5}, digests=True)
     probes = study[study["metric"] == "grad_mse"].assign(metric="grad_bias_p", value=0.5)
     paired = pd.DataFrame(columns=[*RUN_COLUMNS, *PAIRED_HEADER])
