@@ -18,6 +18,8 @@ EXPECTED = {
     "gumbel_st": (("task=vae",), 2, 2),
     "st": (("task=vae",), 2, 2),
     "reinmax": (("task=vae",), 2, 2),
+    "reinmax_rao": (("task=vae",), 2, 2),  # R conditional Gumbel draws of the backward, one f per sample
+    "reinmax_cv": (("task=vae",), 2, 2),
     "gumbel_rao": (("task=vae",), 2, 2),  # R Gumbel draws of the backward, one evaluation of f per sample
     "exact": (("task=vae",), 2, 8**4),  # every code of 4 variables of 8 classes, whatever S
     "reparam": (("task=gaussian", "task.dim=3"), 2, 2),
@@ -30,6 +32,8 @@ EXPECTED = {
     "lax": (("task=gaussian", "task.dim=3"), 2, 2),
     "gst": (("task=vae",), 2, 2),
     "leg": (("task=vae",), 2, 2 * (1 + 4 * 7)),  # S·(1 + L(C − 1)): 4 coupled variables of 8 classes
+    "indecater": (("task=vae",), 2, 2 * (1 + 4 * 7)),  # leg's estimator under its authors' name
+    "rodeo": (("task=toy", "task.dim=3"), 2, 2),  # f at the S samples (and one backward pass through f)
     "vimco": (("task=vae", "task.objective=iwae", "task.iwae_samples=3"), 2, 2),  # S K-sets, one f each
     "unordered_set": (("task=toy", "task.dim=3"), 4, 4),  # min(S, C^m) distinct outcomes, here 4 of 2³
     "none": (("task=embedding", "task.train_size=2000", "task.test_size=100"), 4, 1),  # nothing sampled
