@@ -3,8 +3,8 @@
 - ``python -m bench ...``: checked as ``python -m bench`` checks a command line before it runs
   (``bench.run.preflight``: override syntax, group names, a comma list without ``-m``), then composed by
   Hydra in this process (``bench.formats.configs.compose``, as ``--cfg job`` would), Hydra's own node
-  included (launchers, sweep folders). A sweep is composed once per value of its longest list, every swept
-  key taking each of its values once.
+  included (launchers, sweep folders). A sweep is composed once per option of its longest swept config
+  group, so that every option it names is composed once.
 - ``python -m bench.<command> ...`` and ``python scripts/<script>.py ...``: the command's ``--help`` is read,
   and every option the documented command uses must be one it has; Hydra overrides given to
   ``python -m bench.tune`` or ``python -m bench.check unbiasedness`` are checked and composed as well.
@@ -34,13 +34,14 @@ import torch
 from hydra._internal.utils import get_args_parser
 from hydra.errors import HydraException
 
-from bench.formats.configs import compose
+from bench.formats.configs import compose, groups
 from bench.formats.errors import ConfigError
 from bench.run.preflight import check_names, parse
 from tests.docs.pages import PAGES, Command, all_blocks, blocks, shell_commands, split_commands
 from tests.helpers import ROOT
 
 COMMANDS = shell_commands()
+GROUPS = set(groups())
 FEWER_STEPS = ("steps=20", "probe.every=10", "probe.draws=16")
 
 
@@ -59,14 +60,17 @@ def config_dirs(tmp_path_factory) -> Path:
 
 
 def sweep_rounds(arguments: list[str]) -> list[list[str]]:
-    """The overrides of a sweep as single runs: round i gives every swept key its i-th value (cycling), so
-    that each value is composed once."""
+    """The overrides of a sweep as single runs: round i gives every swept config group (``estimator=a,b``)
+    its i-th value, cycling, so that each option is composed once; other swept keys (seeds, learning rates)
+    take their first value, their syntax being checked by the parser."""
     parsed = parse(arguments)
     values = [list(o.sweep_string_iterator()) if o.is_sweep_override() else None for o in parsed]
-    rounds = max((len(v) for v in values if v), default=1)
+    rounds = max(
+        (len(v) for o, v in zip(parsed, values, strict=True) if v and o.key_or_group in GROUPS), default=1
+    )
     return [
         [
-            f"{o.get_key_element()}={v[i % len(v)]}" if v else o.input_line
+            f"{o.get_key_element()}={v[i % len(v) if o.key_or_group in GROUPS else 0]}" if v else o.input_line
             for o, v in zip(parsed, values, strict=True)
         ]
         for i in range(rounds)

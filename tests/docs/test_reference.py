@@ -61,7 +61,7 @@ def section(text: str, heading: str) -> str:
 
 
 def type_name(field: contract.Field) -> str:
-    kinds = {bool: "boolean", int: "integer", str: "string"}
+    kinds = {bool: "boolean", int: "integer", str: "string", list: "list", dict: "object"}
     kind = "number" if float in field.types else kinds[field.types[0]]
     return kind + (" or null" if field.nullable else "")
 
