@@ -25,9 +25,11 @@ from bench.formats.contract import (
     METRICS_FILE,
     METRICS_HEADER,
     OK,
+    RECOMMENDATION_FILE,
     REPORT_DIR,
     STUDY_FILES,
     SUMMARY_FILE,
+    recommendation_problems,
     summary_problems,
 )
 
@@ -170,6 +172,17 @@ def check_run(run: Path, allow_incomplete: bool = False) -> list[str]:
     return lines
 
 
+def recommendation_files(root: Path) -> list[Path]:
+    """The ``recommendation.json`` files below ``root`` (``python -m bench.recommend``'s answers)."""
+    return sorted(root.rglob(RECOMMENDATION_FILE))
+
+
+def check_recommendation(path: Path) -> list[str]:
+    """What is wrong with one ``recommendation.json`` against the contract (``RECOMMENDATION_FIELDS``)."""
+    document, problems = read_summary(path)
+    return problems if document is None else recommendation_problems(document)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["unbiasedness"]:  # python -m bench.check unbiasedness OVERRIDES (bench.cli.unbiasedness)
@@ -184,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         help="accept run folders without summary.json (runs still going, or killed)",
     )
     arguments = parser.parse_args(argv)
-    problems, count = [], 0
+    problems, count, answers = [], 0, 0
     for root in arguments.roots:
         if not root.is_dir():
             print(f"error: {root} is not a folder; give the folder that holds your runs.", file=sys.stderr)
@@ -193,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         count += len(runs)
         for run in runs:
             problems += check_run(run, arguments.allow_incomplete)
+        recommendations = recommendation_files(root)
+        count += len(recommendations)
+        answers += len(recommendations)
+        for path in recommendations:
+            problems += [f"{path}: {problem}" for problem in check_recommendation(path)]
     if count == 0:
         print(
             "error: no runs (summary.json or .hydra/) below " + ", ".join(map(str, arguments.roots)),
@@ -203,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(problems))
         print(f"{len(problems)} problem(s) in {count} run folder(s)", file=sys.stderr)
         return 1
-    print(f"{count} run(s) follow the results contract")
+    also = f" and {answers} recommendation(s)" if answers else ""
+    print(f"{count - answers} run(s){also} follow the results contract")
     return 0
 
 

@@ -264,6 +264,68 @@ STUDY_FIELDS: tuple[Field, ...] = (
 )
 """Fields of a study run's summary (``kind: study``), present when it finished (status ok)."""
 
+RECOMMENDATION_FILE, RECOMMENDATION_REPORT = "recommendation.json", "recommendation.md"
+"""What ``python -m bench.recommend`` writes at the top of its folder: the answer with its evidence (strict
+JSON, ``RECOMMENDATION_FIELDS``) and the same as Markdown."""
+
+RECOMMENDATION_FIELDS: tuple[Field, ...] = (
+    _field("task", str, "the task's name"),
+    _field("overrides", list, "the command line's overrides of the runs (the recommend.* settings apart)"),
+    _field("answer", str, "the recommendation in a paragraph: what to use, its objective, its bias verdict"),
+    _field(
+        "recommended",
+        dict,
+        "estimator, samples (S), optimizer, lr, f_evals and its final objective with its 95% interval",
+    ),
+    _field("best_by_objective", str, "the candidate with the lowest mean final objective in stage 2"),
+    _field("ties", list, "candidates indistinguishable from the best (paired over seeds, Holm-adjusted)"),
+    _field("criterion", str, "what the ranking is by"),
+    _field("objective_metric", str, "the metric read: validation_objective, else objective", True),
+    _field("budget_minutes", NUMBER, "the wall-time budget given"),
+    _field("elapsed_minutes", NUMBER, "the wall time the protocol took"),
+    _field("budget_f_evals", int, "evaluations of f per estimate of every candidate (equal cost)", True),
+    _field("steps", int, "training steps of every run"),
+    _field("stage_two_seeds", list, "the fresh seeds of stage 2"),
+    _field("reference", str, f"the task's reference gradient: one of {', '.join(REFERENCE_KINDS)}"),
+    _field("enumeration", str, "said where exact enumeration is affordable", True),
+    _field("predictor", str, "the same-point statistic the evidence reports as the predictor of training"),
+    _field("evidence_checkpoints", list, "training steps of the same-point evidence"),
+    _field("evidence_family", str, "the family of the bias tests' Holm adjustment", True),
+    _field("candidates", list, "every candidate: its cost, learning rates, scores and same-point evidence"),
+    _field("left_out", dict, "estimators that fit the task but were not compared, and why"),
+    _field("caveats", list, "what limits the answer (curves still falling, grid edges, seeds, budget cuts)"),
+    _field("failures", list, "runs that did not finish, with why"),
+    _field("code_version", dict, "the code that computed it (bench.formats.version.code_version)"),
+    _field("folder", str, "where its runs are"),
+)
+"""Every field of ``recommendation.json``."""
+
+
+def recommendation_problems(document: Any) -> list[str]:
+    """What is wrong with a parsed ``recommendation.json`` against ``RECOMMENDATION_FIELDS``."""
+    if not isinstance(document, dict):
+        return [f"is a JSON {type(document).__name__}, not an object"]
+    problems = []
+    for field in RECOMMENDATION_FIELDS:
+        if field.name not in document:
+            problems.append(f"lacks the field '{field.name}'")
+            continue
+        value = document[field.name]
+        if value is None:
+            if not field.nullable:
+                problems.append(f"'{field.name}' is null, but it must be {type_names(field)}")
+        elif (isinstance(value, bool) and bool not in field.types) or not isinstance(value, field.types):
+            problems.append(f"'{field.name}' is {type(value).__name__}, but it must be {type_names(field)}")
+    recommended = document.get("recommended")
+    if isinstance(recommended, dict):
+        missing = [key for key in ("estimator", "samples", "optimizer", "lr") if key not in recommended]
+        if missing:
+            problems.append(f"'recommended' lacks {', '.join(missing)}")
+        elif recommended.get("estimator") == "exact":
+            problems.append("'recommended' is exact, the reference, which is never the recommendation")
+    return problems
+
+
 FIELDS = {
     field.name: field
     for field in (*SUMMARY_FIELDS, *OPTIONAL_FIELDS, *REFERENCE_SUMMARY_FIELDS, *STUDY_FIELDS)
@@ -350,5 +412,6 @@ def summary_problems(summary: Any) -> list[str]:
 
 def type_names(field: Field) -> str:
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    names |= {list: "a list", dict: "an object"}
     kinds = " or ".join(dict.fromkeys(names.get(kind, kind.__name__) for kind in field.types))
     return kinds + (" or null" if field.nullable else "")

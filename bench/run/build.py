@@ -28,6 +28,10 @@ from bench.run.probe import check_vectorize, check_wrt
 from bench.tasks.base import Task
 from bench.tasks.custom import check_task
 from estimators.base import Estimator, EstimatorError
+from optim.evaluation import chain, is_schedule_free
+from optim.muon import split_text
+from optim.schedules import SCHEDULES, check_schedule, decays, scheduler
+from optim.shampoo import BlockShampoo, preconditioner_bytes
 
 
 def unwrap(error: BaseException) -> BaseException:
@@ -37,15 +41,21 @@ def unwrap(error: BaseException) -> BaseException:
     return error
 
 
+# Keys of an optimizer config read by the run, not by the optimizer's constructor: its learning-rate schedule
+# (``bench.run.build.make_scheduler``) and the gradients it takes (``check_gradients``).
+RUN_SETTINGS = ("name", "schedule", "warmup_steps", "gradients")
+
+
 def drop_names(node: Any) -> Any:
-    """Remove the ``name`` key from every node that has a ``_target_``, nested ones included.
+    """Remove the ``name`` key (and the run's own settings, ``RUN_SETTINGS``) from every node that has a
+    ``_target_``, nested ones included.
 
     Configs name themselves (``name:``), constructors do not take it; a nested node is, e.g., the inner
     optimizer of ``optimizer=lookahead``.
     """
     if isinstance(node, dict):
         named = "_target_" in node
-        return {key: drop_names(value) for key, value in node.items() if not (named and key == "name")}
+        return {key: drop_names(value) for key, value in node.items() if not (named and key in RUN_SETTINGS)}
     if isinstance(node, list):
         return [drop_names(value) for value in node]
     return node
@@ -128,7 +138,67 @@ def check_settings(config: DictConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    check_schedule_settings(config)
+    check_gradients(config)
     run_device(config)
+
+
+def check_schedule_settings(config: DictConfig) -> None:
+    """``optimizer.schedule`` is one of ``SCHEDULES``, with a warmup that fits the run; a wrapped optimizer's
+    own node (Lookahead's ``inner``) leaves the schedule to the outer one."""
+    node = config.optimizer
+    schedule, warmup = node.get("schedule", "constant"), node.get("warmup_steps", 0)
+    if schedule not in SCHEDULES:
+        raise ConfigError(
+            f"unknown learning-rate schedule optimizer.schedule={schedule!r}; the schedules are "
+            f"{', '.join(SCHEDULES)} (with optimizer.warmup_steps=N for a linear warmup first)."
+        )
+    try:
+        check_schedule(schedule, warmup, config.steps)
+    except ValueError as error:
+        raise ConfigError(f"optimizer.{error}") from None
+    inner = node.get("inner")
+    if isinstance(inner, DictConfig) and (
+        inner.get("schedule", "constant") != "constant" or inner.get("warmup_steps", 0) != 0
+    ):
+        raise ConfigError(
+            f"{node.name}: set the schedule on the outer optimizer (optimizer.schedule, "
+            f"optimizer.warmup_steps), not on optimizer.inner: one schedule moves the learning rate of the "
+            f"parameter groups both share."
+        )
+
+
+def optimizers_for(gradients: str) -> list[str]:
+    """Names of the optimizer configs that declare they take ``gradients`` (dense or sparse) gradients;
+    Lookahead takes what its inner optimizer takes."""
+    from omegaconf import OmegaConf as Conf
+
+    names = []
+    for path in sorted((CONF_DIR / "optimizer").glob("*.yaml")):
+        declared = Conf.to_container(Conf.load(path), resolve=False).get("gradients")
+        if isinstance(declared, str) and declared.startswith("${.inner"):
+            names.append(f"{path.stem} (with one of the others as optimizer.inner)")
+        elif declared is not None and gradients in declared:
+            names.append(path.stem)
+    return [name for name in names if "(" not in name] + [name for name in names if "(" in name]
+
+
+def check_gradients(config: DictConfig) -> None:
+    """A task whose gradients are sparse (``task.sparse=true``) with an optimizer whose config declares dense
+    gradients only (``gradients: [dense]``) is refused, naming the optimizers that take sparse ones (and the
+    other way round). An optimizer config without ``gradients`` is not checked."""
+    declared = config.optimizer.get("gradients")
+    if declared is None:
+        return
+    kind = "sparse" if config.task.get("sparse") is True else "dense"
+    if kind in declared:
+        return
+    setting = "task.sparse=true" if kind == "sparse" else "task.sparse=false (the default)"
+    raise ConfigError(
+        f"optimizer '{config.optimizer.name}' takes {' and '.join(declared)} gradients only, and task "
+        f"'{config.task.name}' with {setting} gives {kind} ones. Optimizers that take {kind} gradients: "
+        f"{', '.join(optimizers_for(kind)) or 'none'}."
+    )
 
 
 def setup(config: DictConfig) -> tuple[Task, Estimator, torch.optim.Optimizer]:
@@ -167,5 +237,93 @@ def setup(config: DictConfig) -> tuple[Task, Estimator, torch.optim.Optimizer]:
     estimator.to(device)
     check_vectorize(config.probe.get("vectorize", "auto"), task, estimator)
     check_wrt(config.probe.get("wrt", "parameters"), task)
-    optimizer = build(config.optimizer, params=list(task.parameters()))
+    parameters = list(task.parameters())
+    check_optimizer_memory(config, parameters, device)
+    # Plain lists (betas), not OmegaConf's: an optimizer keeps them in its state dict, which a checkpoint
+    # loads with weights_only.
+    optimizer = build(config.optimizer, params=parameters, _convert_="all")
+    if decays(config.optimizer.get("schedule", "constant")) and any(map(is_schedule_free, chain(optimizer))):
+        raise ConfigError(
+            f"{config.optimizer.name} is Schedule-Free: its averaging replaces a decaying learning-rate "
+            f"schedule, so optimizer.schedule={config.optimizer.schedule} is refused; use "
+            f"optimizer.schedule=constant, with optimizer.warmup_steps=N for a warmup."
+        )
     return task, estimator, optimizer
+
+
+def make_scheduler(config: DictConfig, optimizer: torch.optim.Optimizer) -> Any:
+    """The run's learning-rate schedule on ``optimizer`` (``optim.schedules``); None for a constant rate
+    without warmup, which needs no scheduler."""
+    schedule, warmup = config.optimizer.get("schedule", "constant"), config.optimizer.get("warmup_steps", 0)
+    if schedule == "constant" and not warmup:
+        return None
+    return scheduler(optimizer, schedule, config.steps, warmup)
+
+
+def optimizer_record(config: DictConfig, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """What a summary records of the optimizer beyond its name: the schedule, its warmup, and how Muon split
+    the parameters (``optimizer_split``, for Muon alone)."""
+    record: dict[str, Any] = {
+        "schedule": str(config.optimizer.get("schedule", "constant")),
+        "warmup_steps": int(config.optimizer.get("warmup_steps", 0)),
+    }
+    for link in chain(optimizer):
+        split = split_text(link)
+        if split is not None:
+            record["optimizer_split"] = split
+    return record
+
+
+# The share of the memory available to a run that an optimizer's preconditioners may take.
+PRECONDITIONER_SHARE = 0.5
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory available on the run's device: free GPU memory, or the CPU's MemAvailable (None: unknown)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in open("/proc/meminfo", encoding="ascii"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def preconditioner_memory(config: DictConfig, parameters: list[torch.Tensor]) -> int | None:
+    """Bytes the optimizer's preconditioner matrices will take on these parameters: Shampoo's blocks, SOAP's
+    two matrices per dimension up to its ``max_precondition_dim``; None for other optimizers."""
+    node = config.optimizer
+    if "inner" in node and isinstance(node.inner, DictConfig):
+        node = node.inner
+    target = node.get("_target_", "")
+    if target == f"{BlockShampoo.__module__}.{BlockShampoo.__name__}":
+        block = int(node.get("block_size", 512))
+        largest = int(node.get("no_preconditioning_for_layers_with_dim_gt", 8192))
+        return sum(preconditioner_bytes(tuple(p.shape), block, largest, p.dtype) for p in parameters)
+    if target == "pytorch_optimizer.SOAP":
+        largest = int(node.get("max_precondition_dim", 10000))
+        return sum(
+            2 * d * d * p.element_size()
+            for p in parameters
+            if p.ndim > 1 or node.get("precondition_1d", False)
+            for d in p.shape
+            if d <= largest
+        )
+    return None
+
+
+def check_optimizer_memory(config: DictConfig, parameters: list[torch.Tensor], device: torch.device) -> None:
+    """Refuse an optimizer whose preconditioners would take more than ``PRECONDITIONER_SHARE`` of the memory
+    available, before any of it is allocated."""
+    needed = preconditioner_memory(config, parameters)
+    available = available_bytes(device)
+    if needed is None or available is None or needed <= PRECONDITIONER_SHARE * available:
+        return
+    raise ConfigError(
+        f"optimizer '{config.optimizer.name}' would keep {needed / 2**20:,.0f} MiB of preconditioner "
+        f"matrices for task '{config.task.name}', more than {PRECONDITIONER_SHARE:.0%} of the "
+        f"{available / 2**20:,.0f} MiB available on {device}: lower optimizer.block_size (Shampoo) or "
+        f"optimizer.max_precondition_dim (SOAP), or choose another optimizer."
+    )

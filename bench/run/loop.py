@@ -109,6 +109,7 @@ def train(
     optimizer,
     recorder: Recorder,
     checkpoints: Checkpoints | None = None,
+    measure: bool = True,
 ) -> dict[str, Any]:
     """The training loop with probes; returns the summary fields it measured.
 
@@ -123,6 +124,9 @@ def train(
     (``estimators.base.variance_backward``) after the task's optimizer steps, at every training step; the
     task's optimizer never sees these parameters, and probes measure the estimator as it is, without updating
     it. Plain estimators train with ``loss.backward()`` alone.
+
+    ``measure=False`` trains and evaluates only: no probe and no count of the costs (a screening run, e.g.
+    the first stage of ``python -m bench.recommend``); the metrics recorded are the training loss's.
     """
     parameters = list(task.parameters())
     planned = probe_steps(config.steps, config.probe.every)
@@ -162,7 +166,9 @@ def train(
         recorder.add(step, {**evaluation, **measured})
         recorder.flush()
 
-    costs = deterministic_costs(task, estimator, samples)
+    costs = deterministic_costs(task, estimator, samples) if measure else {}
+    if not measure:
+        planned = set()
     resumed = checkpoints.resumed if checkpoints is not None else None
     if resumed is not None:
         state.restore(resumed)

@@ -4,13 +4,17 @@ name in a comma list is refused before any of its runs starts.
 
 Checked here: the syntax of every override (with Hydra's own override parser), the option names of our
 config groups (``task``, ``estimator``, ``optimizer``, ``experiment``: every folder of ``conf/``), a
-comma list without ``-m``, and whether the results folder can be written. Everything else (values, the
-fit of an estimator to a task, data files) is checked when the run is built (``bench.run.build.setup``).
+comma list without ``-m``, whether the results folder can be written, and, where the command line sets
+``task.sparse``, whether every optimizer it names takes the task's gradients
+(``bench.run.build.check_gradients``: ``task=embedding task.sparse=true`` with an optimizer that takes
+dense gradients only). Everything else (values, the fit of an estimator to a task, data files) is checked
+when the run is built (``bench.run.build.setup``).
 """
 
 from __future__ import annotations
 
 import difflib
+import itertools
 import os
 import tempfile
 from pathlib import Path
@@ -21,8 +25,13 @@ from hydra.core.override_parser.types import Override, ValueType
 from hydra.errors import OverrideParseException
 from omegaconf import OmegaConf
 
-from bench.formats.configs import CONF_DIR, options
+from bench.formats.configs import CONF_DIR, compose, options
 from bench.formats.errors import ConfigError
+from bench.run.build import check_gradients
+
+# The overrides whose every value the gradients check composes (a sweep over them is expanded); other swept
+# keys do not change which gradients a task gives or an optimizer takes, and take their first value.
+GRADIENT_KEYS = ("optimizer", "optimizer@optimizer.inner", "task", "task.sparse", "experiment")
 
 
 def default_groups() -> set[str]:
@@ -141,6 +150,32 @@ def check_writable(folder: str) -> None:
         )
 
 
+def check_sparse_gradients(overrides: list[Override]) -> None:
+    """Where the command line sets ``task.sparse``: every combination of its optimizers, tasks and sparse
+    settings composed, and refused (``bench.run.build.check_gradients``) when an optimizer does not take
+    the task's gradients, naming those that do."""
+    if not any(override.key_or_group == "task.sparse" for override in overrides):
+        return
+    axes: list[list[str]] = []
+    for override in overrides:
+        if override.key_or_group.startswith("hydra") or override.is_delete():
+            continue
+        key = override.get_key_element()  # with its + or ++
+        if override.is_sweep_override():
+            values = list(override.sweep_string_iterator())
+            if override.key_or_group not in GRADIENT_KEYS:
+                values = values[:1]
+        else:
+            values = [override.get_value_element_as_str()]
+        axes.append([f"{key}={value}" for value in values])
+    for combination in itertools.product(*axes):
+        try:
+            config = compose(list(combination))
+        except Exception:  # noqa: BLE001 - Hydra reports its own errors when it composes for the run
+            return
+        check_gradients(config)
+
+
 def preflight(arguments: list[str]) -> None:
     """Check the command line of ``python -m bench``; raises ConfigError with a one-paragraph message."""
     args, _ = get_args_parser().parse_known_args(arguments)
@@ -152,5 +187,6 @@ def preflight(arguments: list[str]) -> None:
     if any(override.key_or_group.startswith("hydra.searchpath") for override in overrides):
         return
     check_names(overrides, bool(args.multirun))
+    check_sparse_gradients(overrides)
     if args.cfg is None and args.info is None:
         check_writable(os.path.expanduser(results_folder(overrides, bool(args.multirun))))

@@ -31,7 +31,7 @@ from bench.formats.contract import (
 from bench.formats.errors import ConfigError
 from bench.formats.files import write_summary
 from bench.formats.version import provenance
-from bench.run.build import check_settings, setup
+from bench.run.build import check_settings, optimizer_record, setup
 from bench.run.checkpoint import Checkpoints
 from bench.run.device import PeakMemory, device_name, run_device
 from bench.run.loop import Diverged, Recorder, train
@@ -124,6 +124,7 @@ def run(config: DictConfig, directory: Path, study: StudyHook | None = None) -> 
                 )
         task, estimator, optimizer = setup(config)
         summary.update(reference=task.reference, samples=int(config.samples))
+        summary.update(optimizer_record(config, optimizer))  # schedule, warmup_steps (, optimizer_split)
         if task.best_known_objective is not None:
             summary["best_known_objective"] = float(task.best_known_objective)
         if isinstance(getattr(task, "data_name", None), str):  # the data set, by its own name (digits28)

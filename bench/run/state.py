@@ -2,9 +2,9 @@
 checkpoint and restored from one.
 
 ``TrainingState`` holds the run's objects (the task, the estimator, the optimizer, the data generator, the
-optimizer of the estimator's own parameters) and the training loop's own values (the step, the metrics
-recorded so far, the step times, the running training loss, the last probe). Each field says how it is
-saved (``saved=`` in its metadata):
+optimizer of the estimator's own parameters, the learning-rate schedule) and the training loop's own values
+(the step, the metrics recorded so far, the step times, the running training loss, the last probe). Each
+field says how it is saved (``saved=`` in its metadata):
 
 - ``"state_dict"``: an object's ``state_dict()``, loaded back with ``load_state_dict`` (the optimizer of the
   estimator's own parameters, which exists only after the first training step, is rebuilt with
@@ -68,6 +68,9 @@ class TrainingState:
     optimizer: torch.optim.Optimizer = saved("state_dict")
     data: torch.Generator = saved("generator")  # the run's data generator
     estimator_optimizer: torch.optim.Optimizer | None = saved("state_dict", default=None)
+    # The learning-rate schedule (bench.run.build.make_scheduler; None for a constant rate): after the
+    # optimizer, whose param_groups it moves, so that it is restored after them.
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = saved("state_dict", default=None)
     step: int = saved("value", default=0)  # the last training step that finished (0: none yet)
     rows: list[tuple[int, str, float]] = saved("value", default_factory=list)  # metrics.csv so far
     step_times: list[float] = saved("value", default_factory=list)

@@ -61,6 +61,41 @@ CASES = {
         "task.usage_images=32",
     ),
 }
+# Today's optimizers from pytorch_optimizer and torch, each with a learning-rate schedule whose state the
+# checkpoint carries (a warmup, then a decay; Schedule-Free takes a warmup alone), alone and as Lookahead's
+# inner optimizer (k = 2: slow updates at steps 2 and 4); preconditioners recomputed every 2 steps, so that
+# their state is more than its initial value when the checkpoint is written.
+TINY_VAE = (
+    "task=vae",
+    "estimator=gumbel",
+    "task.hidden=8",
+    "task.variables=2",
+    "task.classes=4",
+    "task.probe_size=8",
+    "task.batch_size=16",
+)
+MODERN = {
+    "nadamw": ("schedule=cosine", "warmup_steps=2"),
+    "schedule_free_adamw": ("warmup_steps=3",),
+    "soap": ("schedule=linear", "warmup_steps=1", "precondition_frequency=2"),
+    "muon": ("schedule=cosine", "warmup_steps=1"),
+    "shampoo": (
+        "schedule=linear",
+        "block_size=4",
+        "start_preconditioning_step=2",
+        "preconditioning_compute_steps=2",
+    ),
+}
+INNER_ONLY = ("precondition_frequency", "block_size", "start_preconditioning_step", "preconditioning_compute")
+for name, settings in MODERN.items():
+    CASES[f"vae_{name}"] = (*TINY_VAE, f"optimizer={name}", *(f"optimizer.{item}" for item in settings))
+    CASES[f"vae_lookahead_{name}"] = (
+        *TINY_VAE,
+        "optimizer=lookahead",
+        f"optimizer@optimizer.inner={name}",
+        "optimizer.k=2",
+        *(f"optimizer.{'inner.' if item.startswith(INNER_ONLY) else ''}{item}" for item in settings),
+    )
 SHORT = ("probe.draws=2", "probe.every=3", "log_every=2", "threads=1")
 
 
@@ -73,6 +108,11 @@ def built(config):
 def as_written(rows):
     """Metric rows as metrics.csv writes them (NaN equals NaN there)."""
     return [(step, metric, repr(float(value))) for step, metric, value in rows]
+
+
+def rates(optimizer):
+    """The learning rate of every parameter group (a schedule moves them), as one tensor."""
+    return torch.tensor([group["lr"] for group in optimizer.param_groups], dtype=torch.float64)
 
 
 def tensors(state):
@@ -107,6 +147,7 @@ def test_a_checkpoint_loaded_into_fresh_objects_gives_a_bit_identical_next_step(
     expected = {
         **tensors({"task": task.state_dict(), "optimizer": optimizer.state_dict()}),
         "/torch_random": torch.get_rng_state(),
+        "/learning_rates": rates(optimizer),
     }
 
     resumed_config = make_config(*CASES[case], *SHORT, "steps=5", "checkpoint.steps=[4]")
@@ -124,6 +165,7 @@ def test_a_checkpoint_loaded_into_fresh_objects_gives_a_bit_identical_next_step(
     actual = {
         **tensors({"task": fresh_task.state_dict(), "optimizer": fresh_optimizer.state_dict()}),
         "/torch_random": torch.get_rng_state(),
+        "/learning_rates": rates(fresh_optimizer),
     }
     assert actual.keys() == expected.keys()
     for path, tensor in expected.items():
