@@ -124,14 +124,20 @@ def few_seeds(band: pd.DataFrame) -> list[str]:
 
 
 def draw_band(
-    axis: plt.Axes, band: pd.DataFrame, position: str, palette: dict, data: pd.DataFrame | None = None
+    axis: plt.Axes,
+    band: pd.DataFrame,
+    position: str,
+    palette: dict,
+    data: pd.DataFrame | None = None,
+    log: bool = False,
 ) -> list[Group]:
     """Each label's centre line and its interval as a shaded band; a label with fewer than
     ``MINIMUM_BAND_SEEDS`` seeds gets each seed's own line from ``data`` (columns ``label``, ``seed``,
     ``position``, ``value``) instead of a band (a t-interval over two seeds is 12.7 standard errors wide).
     Labels whose centre lines coincide (``palette.coinciding``) are drawn with their own dashes and markers
-    and named in the legend. Returns those groups."""
-    groups = coinciding(centre_series(band, position))
+    and named in the legend (``log``: the y axis is logarithmic, where closeness is judged). Returns those
+    groups."""
+    groups = coinciding(centre_series(band, position), log=log)
     style = styles(band["label"].unique(), groups)
     grouped = {label for group in groups for label in group.labels}
     few = set(few_seeds(band))
@@ -152,13 +158,14 @@ def draw_band(
             mine = data[data["label"] == label]
             for _, seed in mine.groupby("seed"):
                 seed = seed.sort_values(position)
-                axis.plot(seed[position], seed["value"], color=colour, lw=0.7, alpha=0.6, marker=".", ms=3)
+                dots = {"marker": ".", "ms": 3} if len(seed) <= 20 else {}  # a dense grid reads as a line
+                axis.plot(seed[position], seed["value"], color=colour, lw=0.7, alpha=0.6, **dots)
         elif label not in few:
             axis.fill_between(rows[position], rows["low"], rows["high"], color=colour, alpha=BAND_ALPHA, lw=0)
     return groups
 
 
-def band_notes(band: pd.DataFrame, groups: list[Group]) -> str:
+def band_notes(band: pd.DataFrame, groups: list[Group]) -> list[str]:
     """What a figure's caption adds about its bands: labels drawn seed by seed, and coinciding labels."""
     notes = []
     few = few_seeds(band)
@@ -166,7 +173,18 @@ def band_notes(band: pd.DataFrame, groups: list[Group]) -> str:
         notes.append(f"fewer than {MINIMUM_BAND_SEEDS} seeds ({', '.join(few)}): each seed's line, no band")
     if groups:
         notes.append(groups_note(groups))
-    return "; ".join(notes)
+    return notes
+
+
+def notes_text(panels: dict[str, list[str]]) -> str:
+    """The caption's notes of several panels (title → its notes): a note every panel has once, any other
+    after the titles of the panels it is about."""
+    every = [note for notes in panels.values() for note in notes]
+    lines = []
+    for note in dict.fromkeys(every):
+        titles = [title for title, notes in panels.items() if note in notes]
+        lines.append(note if len(titles) == len(panels) else f"{', '.join(titles)}: {note}")
+    return "\n".join(textwrap.fill(line, 120) for line in lines)
 
 
 def draw_panel(
@@ -177,7 +195,7 @@ def draw_panel(
     finished = data[data["status"] == OK]
     stopped = data[data["status"] != OK]
     band = bands(finished, "step", on_log_scale(panel.metric, panel.log))
-    band.attrs["groups"] = draw_band(axis, band, "step", palette, finished)
+    band.attrs["groups"] = draw_band(axis, band, "step", palette, finished, log=panel.log)
     for (_run, label, status, stopped_at), group in stopped.groupby(["run", "label", "status", "stopped_at"]):
         group = group.sort_values("step")
         axis.plot(group["step"], group["value"], "--", lw=0.8, color=palette[label], alpha=0.8)
@@ -221,15 +239,13 @@ def figure_panels(
     figure, axes = plt.subplots(rows, columns, figsize=size, sharex=not single, squeeze=False)
     for axis in axes.flat[len(panels) :]:
         axis.set_visible(False)
-    seeds, stopped, legend, drawn, scales, notes = [], False, None, [], set(), []
+    seeds, stopped, legend, drawn, scales, notes = [], False, None, [], set(), {}
     for axis, panel, frame, visible in zip(axes.flat, panels, data, shown, strict=False):
         if not visible:
             axis.set_visible(False)
             continue
         band = draw_panel(axis, panel, frame, palette, annotate=single)
-        note = band_notes(band, band.attrs.get("groups", []))
-        if note and note not in notes:
-            notes.append(note if single else f"{panel.title}: {note}")
+        notes[panel.title] = band_notes(band, band.attrs.get("groups", []))
         drawn.append(band.assign(panel=panel.metric))
         scales.add(on_log_scale(panel.metric, panel.log))
         finished = frame[frame["status"] == OK]
@@ -248,7 +264,8 @@ def figure_panels(
     words = " / ".join(interval_words(log) for log in sorted(scales))
     band_text = f"{words} over {count_text(seeds or [0])} seeds"
     band_text += "; ✕ = run stopped early" if stopped else ""
-    band_text += "".join(f";\n{textwrap.fill(note, 110)}" for note in notes)
+    written = notes_text(notes)
+    band_text += f";\n{written}" if written else ""
     if single:
         axes.flat[0].set_title(f"{task}: {title or panels[0].title}\n({band_text})")
     else:
@@ -344,8 +361,25 @@ def figure_bias_variance(
     columns = ["label", "variance", "variance_low", "variance_high", "bias", "bias_low", "bias_high", "seeds"]
     table = pd.DataFrame(rows, columns=columns)
     figure, axis = plt.subplots(figsize=(9.5, 5.4))
-    points = {row.label: np.array([row.variance, row.bias]) for row in table.itertuples()}
-    groups = coinciding(points)
+    span = np.geomspace(table["variance"].min() / 3, table["variance"].max() * 3, 50)
+    if math.isfinite(draws) and draws > 0:
+        threshold = float(span[0] / draws)  # the noise level stays on the logarithmic part of the axis
+    else:
+        magnitudes = np.abs(table[["bias", "bias_low", "bias_high"]].to_numpy(float)).ravel()
+        magnitudes = magnitudes[magnitudes > 0]
+        threshold = float(magnitudes.min()) if len(magnitudes) else 1e-12
+    # Where the axes place each point (log variance, symmetric-log bias), to find the ones drawn together.
+    placed = pd.DataFrame(
+        {
+            "x": np.log10(table["variance"]),
+            "y": np.sign(table["bias"]) * np.log10(1 + np.abs(table["bias"]) / threshold),
+        }
+    )
+    points = {
+        label: np.array([x, y]) for label, x, y in zip(table["label"], placed["x"], placed["y"], strict=True)
+    }
+    spans = np.array([np.ptp(placed["x"]) or 1.0, np.ptp(placed["y"]) or 1.0])
+    groups = coinciding(points, spans=spans)
     style = styles(table["label"], groups)
     for row in table.itertuples():
         colour = palette[row.label]
@@ -380,18 +414,16 @@ def figure_bias_variance(
             seeds = raw[raw["label"] == row.label]
             axis.plot(seeds["variance"], seeds["bias"], ".", color=colour, alpha=0.6, ms=5)
     for group in groups:
-        first = points[group.labels[0]]
+        first = table[table["label"] == group.labels[0]].iloc[0]
         axis.annotate(
-            group.text, (first[0], first[1]), xytext=(8, -12), textcoords="offset points", fontsize=7
+            group.text,
+            (first["variance"], first["bias"]),
+            xytext=(8, -12),
+            textcoords="offset points",
+            fontsize=7,
         )
-    span = np.geomspace(table["variance"].min() / 3, table["variance"].max() * 3, 50)
     if math.isfinite(draws) and draws > 0:
         axis.plot(span, span / draws, "k--", lw=1, label=f"probe noise level V/M (M = {draws:.0f})")
-        threshold = float(span[0] / draws)  # the noise level stays on the logarithmic part of the axis
-    else:
-        magnitudes = np.abs(table[["bias", "bias_low", "bias_high"]].to_numpy(float)).ravel()
-        magnitudes = magnitudes[magnitudes > 0]
-        threshold = float(magnitudes.min()) if len(magnitudes) else 1e-12
     axis.axhline(0, color="grey", lw=0.8)
     axis.set_xscale("log")
     axis.set_yscale("symlog", linthresh=threshold)
@@ -451,7 +483,7 @@ def figure_by_training_time(
     band = bands(interpolated, "time", log)
     figure, axis = plt.subplots(figsize=(7, 4.5))
     groups = draw_band(axis, band, "time", palette, interpolated)
-    notes = band_notes(band, groups)
+    notes = notes_text({metric: band_notes(band, groups)})
     if target is not None:
         axis.axhline(target, color="black", ls="--", lw=1, label=f"target {target:.4g}")
     axis.set_xscale("log")
@@ -460,7 +492,7 @@ def figure_by_training_time(
         xlabel="training time, s (log scale) = step × median step time, probes excluded",
         ylabel=metric,
         title=f"{task}: {metric} by training time\n({interval_words(log)} over {count_text(counts)} seeds)"
-        + (f"\n{textwrap.fill(notes, 100)}" if notes else ""),
+        + (f"\n{notes}" if notes else ""),
     )
     axis.grid(which="both", alpha=0.3)
     axis.legend(fontsize=8)
@@ -558,7 +590,9 @@ def figure_work(
     band = bands(sampling, "budget", log=True)
     figure, axis = plt.subplots(figsize=(7.5, 4.8))
     positive = band[band["center"] > 0]
-    notes = band_notes(positive, draw_band(axis, positive, "budget", palette, sampling))
+    notes = notes_text(
+        {cost: band_notes(positive, draw_band(axis, positive, "budget", palette, sampling, log=True))}
+    )
     for label, group in usable[usable["deterministic"]].groupby("label"):
         price = float(np.exp(np.log(group[cost]).mean()))
         axis.axvline(price, color=palette[label], lw=2, label=f"{label}: MSE 0 from T = {price:.4g}")
@@ -574,8 +608,7 @@ def figure_work(
         xlabel=f"budget T ({unit}; log scale)",
         ylabel="MSE(T) = ‖b‖² + V·t/T" + (" (÷ ‖g*‖²)" if relative else ""),
         title=f"{task}: mean squared error at a budget of {name}\n({interval_words(True)} over "
-        f"{count_text(counts)} seeds; dotted: crossings)"
-        + (f"\n{textwrap.fill(notes, 100)}" if notes else ""),
+        f"{count_text(counts)} seeds; dotted: crossings)" + (f"\n{notes}" if notes else ""),
     )
     axis.grid(which="both", alpha=0.3)
     axis.legend(fontsize=7, loc="best")

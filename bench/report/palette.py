@@ -11,10 +11,11 @@ name of the figure already has). Labels that share a name (rloo S=2 and rloo S=4
 lr=0.1) share its hue: the first in sorted order the colour itself, the others lighter.
 
 Coinciding values. ``coinciding`` finds labels whose drawn values agree at every drawn position: exactly
-(to rounding: "rebar = relax") or within ``CLOSE`` relative to each other ("rloo ≈ unordered_set", less
-than a line's width apart on the axes these figures use). ``styles`` gives each member of such a group its
-own dash pattern and marker (the first solid with filled circles, the next dashed with hollow squares, …)
-and a legend text that names the group, so that a reader sees both and knows why they overlap.
+(to rounding: "rebar = relax") or within ``CLOSE`` of the axis's span, where they are drawn (on the log
+scale for a log axis): "rloo ≈ unordered_set", less than a line's width apart. ``styles`` gives each member
+of such a group its own dash pattern and marker (the first solid with filled circles, the next dashed with
+hollow squares, …) and a legend text that names the group, so that a reader sees both and knows why they
+overlap.
 """
 
 from __future__ import annotations
@@ -91,9 +92,9 @@ SPARE = (
 )
 """Colours for names not in ``COLOURS`` (a custom estimator or optimizer, one added since)."""
 
-CLOSE = 0.02
-"""Relative difference below which two drawn values read as the same ("≈"): on a log axis spanning a few
-decades, less than a line's width."""
+CLOSE = 0.01
+"""Distance, as a fraction of the axis's span, below which two drawn values read as the same ("≈"): about a
+line's width on these figures' axes."""
 
 EXACT = 1e-9
 """Relative difference below which two drawn values are the same up to rounding ("=")."""
@@ -158,9 +159,10 @@ def palette_for(labels: Iterable[str]) -> dict[str, tuple[float, float, float]]:
 # ---- Coinciding values -----------------------------------------------------------------------------------
 
 
-def same_values(first: np.ndarray, second: np.ndarray, tolerance: float) -> bool:
-    """Whether two series drawn at the same positions agree within ``tolerance`` (relative) everywhere both
-    are finite, with at least one such position, and are missing at the same positions."""
+def same_values(first: np.ndarray, second: np.ndarray, tolerance: np.ndarray | float, relative: bool) -> bool:
+    """Whether two series drawn at the same positions agree everywhere both are finite (with at least one
+    such position, and missing at the same positions): within ``tolerance`` of each other (absolute, per
+    position or for all), or, with ``relative``, within ``tolerance`` times the larger magnitude."""
     first, second = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
     if first.shape != second.shape:
         return False
@@ -168,13 +170,16 @@ def same_values(first: np.ndarray, second: np.ndarray, tolerance: float) -> bool
     if not both.any() or (np.isfinite(first) != np.isfinite(second)).any():
         return False
     a, b = first[both], second[both]
-    scale = np.maximum(np.abs(a), np.abs(b))
-    return bool(np.all(np.abs(a - b) <= tolerance * np.where(scale > 0, scale, 1.0)))
+    bound = np.broadcast_to(np.asarray(tolerance, dtype=float), first.shape)[both]
+    if relative:
+        scale = np.maximum(np.abs(a), np.abs(b))
+        bound = bound * np.where(scale > 0, scale, 1.0)
+    return bool(np.all(np.abs(a - b) <= bound))
 
 
 @dataclass(frozen=True)
 class Group:
-    """Labels whose drawn values coincide: ``exact`` (to rounding) or only within ``CLOSE``."""
+    """Labels whose drawn values coincide: ``exact`` (to rounding) or only within ``CLOSE`` of the axis."""
 
     labels: tuple[str, ...]
     exact: bool
@@ -185,14 +190,36 @@ class Group:
         return f" {'=' if self.exact else '≈'} ".join(self.labels)
 
 
-def coinciding(series: Mapping[str, np.ndarray], tolerance: float = CLOSE) -> list[Group]:
-    """Groups of two or more labels whose series (values at the same positions) coincide within
-    ``tolerance``; a group is exact when every pair agrees to ``EXACT``. Labels in sorted order."""
+def drawn(values: np.ndarray, log: bool) -> np.ndarray:
+    """Values as the axis places them: log10 on a log axis (non-positive values are not drawn there)."""
+    values = np.asarray(values, dtype=float)
+    if not log:
+        return values
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(values > 0, np.log10(np.where(values > 0, values, 1.0)), np.nan)
+
+
+def coinciding(
+    series: Mapping[str, np.ndarray],
+    log: bool = False,
+    spans: np.ndarray | float | None = None,
+    tolerance: float = CLOSE,
+) -> list[Group]:
+    """Groups of two or more labels whose series (values at the same positions) a reader cannot tell
+    apart: within ``tolerance`` of the axis's span (``spans``: per position, or one for all; default the
+    span of every drawn value, on the log scale with ``log``). A group is exact when every pair agrees to
+    ``EXACT`` (relative). Labels in sorted order."""
     labels = sorted(series)
+    placed = {label: drawn(series[label], log) for label in labels}
+    if spans is None:
+        every = np.concatenate([values.ravel() for values in placed.values()]) if placed else np.array([])
+        every = every[np.isfinite(every)]
+        spans = float(every.max() - every.min()) if len(every) else 0.0
+    bound = tolerance * np.asarray(spans, dtype=float)
     groups: list[list[str]] = []
     for label in labels:
         for group in groups:
-            if same_values(series[group[0]], series[label], tolerance):
+            if same_values(placed[group[0]], placed[label], bound, relative=False):
                 group.append(label)
                 break
         else:
@@ -200,7 +227,9 @@ def coinciding(series: Mapping[str, np.ndarray], tolerance: float = CLOSE) -> li
     found = []
     for group in groups:
         if len(group) > 1:
-            exact = all(same_values(series[group[0]], series[other], EXACT) for other in group[1:])
+            exact = all(
+                same_values(series[group[0]], series[other], EXACT, relative=True) for other in group[1:]
+            )
             found.append(Group(tuple(group), exact))
     return found
 

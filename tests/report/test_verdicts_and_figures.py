@@ -117,13 +117,13 @@ def test_every_configured_estimator_and_optimizer_has_its_own_colour_in_every_fi
     assert custom == palette_for(["my_estimator"])["my_estimator"] and custom != first["rloo"]
 
 
-def test_coinciding_values_are_found_exactly_or_within_two_percent():
-    series = {
+def test_coinciding_values_are_found_exactly_or_within_a_line_width_of_the_axis():
+    series = {  # the axis spans 1 to 11: 1% of it is 0.1
         "rebar": np.array([1.0, 2.0, 3.0]),
         "relax": np.array([1.0, 2.0, 3.0]),
-        "rloo": np.array([5.0, 6.0, 7.0]),
-        "unordered_set": np.array([5.05, 6.0, 6.95]),  # within 1%
-        "st": np.array([5.0, 6.0, 7.5]),  # 7% apart at the end: distinguishable
+        "rloo": np.array([5.0, 6.0, 11.0]),
+        "unordered_set": np.array([5.05, 6.0, 10.95]),  # 0.05 apart: drawn on top of each other
+        "st": np.array([5.0, 6.3, 11.0]),  # 0.3 apart at one step: distinguishable
     }
     groups = coinciding(series)
     assert [(group.labels, group.exact, group.text) for group in groups] == [
@@ -133,6 +133,9 @@ def test_coinciding_values_are_found_exactly_or_within_two_percent():
     drawn = styles(series, groups)
     assert drawn["relax"].legend == "relax (= rebar)" and drawn["st"].legend == "st"
     assert drawn["rebar"].line != drawn["relax"].line and drawn["rebar"].marker != drawn["relax"].marker
+    # On a log axis closeness is a ratio: 1% of the decades spanned.
+    spread = {"a": np.array([1e-3, 1.0]), "b": np.array([1.03e-3, 1.03]), "c": np.array([1.5e-3, 1.5])}
+    assert [group.labels for group in coinciding(spread, log=True)] == [("a", "b")]
 
 
 def band_of(values: dict[str, list[list[float]]]) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -58,7 +58,7 @@ def figure_progress(
             values = group[group[metric] > 0]
             centre = values.groupby("step")[metric].apply(lambda v: float(np.exp(np.log(v).mean())))
             centres[member_label(estimator, samples)] = centre.reindex(steps).to_numpy(dtype=float)
-        groups = coinciding(centres)
+        groups = coinciding(centres, log=True)
         style = styles(centres, groups)
         if groups and groups_note(groups) not in notes:
             notes.append(groups_note(groups))
@@ -157,7 +157,7 @@ def figure_paired(
         )
         for (estimator, samples), group in members
     }
-    groups = coinciding(means)
+    groups = coinciding(means, log=True)
     style = styles(means, groups)
     width = 0.6 / max(1, len(members))
     for number, ((estimator, samples), group) in enumerate(members):
