@@ -24,6 +24,7 @@ from pathlib import Path
 from bench.formats.contract import (
     METRICS_FILE,
     METRICS_HEADER,
+    NAME_FIELDS,
     OK,
     RECOMMENDATION_FILE,
     REPORT_DIR,
@@ -32,6 +33,7 @@ from bench.formats.contract import (
     recommendation_problems,
     summary_problems,
 )
+from bench.formats.names import problem
 
 REPORT_DIRS = (REPORT_DIR,)
 
@@ -42,13 +44,17 @@ def reject_constant(name: str) -> float:
 
 def read_summary(path: Path) -> tuple[dict | None, list[str]]:
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as error:
         return None, [f"cannot read it: {error}"]
+    except UnicodeDecodeError as error:
+        return None, [f"is not UTF-8 text ({error.reason} at byte {error.start})"]
     try:
         return json.loads(text, parse_constant=reject_constant), []
     except ValueError as error:
         return None, [f"does not parse as strict JSON: {error}"]
+    except RecursionError:
+        return None, ["is nested too deep to parse (a summary is one flat JSON object)"]
 
 
 def metrics_problems(path: Path) -> list[str]:
@@ -70,6 +76,10 @@ def metrics_problems(path: Path) -> list[str]:
                     return [f"line {number}: value {row[2]!r} is not a number"]
     except OSError as error:
         return [f"cannot read it: {error}"]
+    except UnicodeDecodeError as error:
+        return [f"is not UTF-8 text ({error.reason} at byte {error.start})"]
+    except csv.Error as error:  # a field over the csv module's limit (131,072 characters), a NUL byte
+        return [f"is not a readable CSV file ({error})"]
     return []
 
 
@@ -105,7 +115,7 @@ def study_problems(run: Path) -> list[str]:
                     found.setdefault(tuple(record[key] for key in STUDY_KEY), set()).add(
                         record["params_digest"]
                     )
-        except OSError as error:
+        except (OSError, UnicodeDecodeError, csv.Error) as error:
             problems.append(f"{path}: cannot read it: {error}")
             continue
         digests[name] = found
@@ -147,6 +157,17 @@ def run_folders(root: Path) -> list[Path]:
     return sorted(run for run in found if not set(run.relative_to(root).parts) & set(REPORT_DIRS))
 
 
+def name_problems(summary: object) -> list[str]:
+    """The summary's names (``NAME_FIELDS``) that are not safe names (``bench.formats.names``)."""
+    found = []
+    for name in NAME_FIELDS if isinstance(summary, dict) else ():
+        value = summary.get(name)
+        why = problem(value) if isinstance(value, str) else None
+        if why is not None:
+            found.append(f"'{name}' {value!r:.60} {why}: names become folder and file names")
+    return found
+
+
 def check_run(run: Path, allow_incomplete: bool = False) -> list[str]:
     """One line per problem of the run in folder ``run``."""
     summary_path, metrics_path = run / SUMMARY_FILE, run / METRICS_FILE
@@ -159,7 +180,7 @@ def check_run(run: Path, allow_incomplete: bool = False) -> list[str]:
         ]
     summary, problems = read_summary(summary_path)
     if summary is not None:
-        problems = summary_problems(summary)
+        problems = summary_problems(summary) + name_problems(summary)
     lines = [f"{summary_path}: {problem}" for problem in problems]
     if metrics_path.exists():
         lines += [f"{metrics_path}: {problem}" for problem in metrics_problems(metrics_path)]
@@ -205,7 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         runs = run_folders(root)
         count += len(runs)
         for run in runs:
-            problems += check_run(run, arguments.allow_incomplete)
+            try:
+                problems += check_run(run, arguments.allow_incomplete)
+            except Exception as error:  # noqa: BLE001 - one unreadable run is named, the others checked
+                problems.append(f"{run}: cannot check it: {type(error).__name__}: {error}")
         recommendations = recommendation_files(root)
         count += len(recommendations)
         answers += len(recommendations)

@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.formats.errors import ConfigError
 from bench.report.markdown import ReportOptions
 from bench.report.survival import DEFAULT_FRACTION
 from bench.report.write import write_from_tables, write_report
@@ -121,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"error: {error}. {hint}", file=sys.stderr)
         return 2
+    except ConfigError as error:  # an output name that would lie outside the report folder
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(f"report written to {directory / 'report.md'} (summary.csv, curves.csv and figures beside it)")
     return 0
 
@@ -139,6 +143,9 @@ def publish_page(root: Path, page: Path | None, from_summaries: bool) -> int:
             else "Run the studies first: python -m bench.publish."
         )
         print(f"error: {error}. {hint}", file=sys.stderr)
+        return 2
+    except ConfigError as error:  # a symbolic-linked study folder, a name that would lie outside the page
+        print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"results page written to {written}")
     return 0

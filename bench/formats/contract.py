@@ -353,6 +353,11 @@ def steady_median(times: Sequence[float]) -> float | None:
     return statistics.median(times[warmup_steps(len(times)) :])
 
 
+NAME_FIELDS = ("task", "estimator", "optimizer")
+"""Summary fields that are names, which readers build paths of: they must be safe names
+(``bench.formats.names``; ``python -m bench.check`` flags any other)."""
+
+
 def summary_problems(summary: Any) -> list[str]:
     """What is wrong with a parsed ``summary.json`` against this contract; empty when nothing is."""
     if not isinstance(summary, dict):

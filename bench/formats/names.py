@@ -10,6 +10,8 @@ formatting characters (which make a name read differently from what it is), at m
 become ``_``; over ``limit``, the end is cut and a hash of the whole text keeps distinct texts distinct);
 ``check_name(text, what)`` refuses an unsafe name with a message naming it; ``inside(root, *names)`` joins
 names under a folder and refuses a result that would lie outside it (symbolic links resolved).
+``file_name(stem, suffix)`` is the name of every file the report and the results page write: the stem made
+safe with room for any suffix (so ``x.png``, ``x.pdf`` and ``x.csv`` share one stem), then the suffix.
 """
 
 from __future__ import annotations
@@ -71,6 +73,18 @@ def safe_name(text: object, limit: int = LIMIT) -> str:
         digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:8]
         name = name[: max(1, limit - 9)].rstrip(".") + "~" + digest
     return name
+
+
+SUFFIX_ROOM = 8
+"""Characters kept free for a file name's suffix (``.png``, ``.json``, ``.csv``) by ``file_name``."""
+
+
+def file_name(stem: object, suffix: str = "") -> str:
+    """The safe file name for ``stem`` and ``suffix``: ``safe_name(stem)`` cut to leave ``SUFFIX_ROOM``
+    characters for any suffix, so that one stem gives the same name before every suffix."""
+    if len(suffix) > SUFFIX_ROOM:
+        raise ValueError(f"a suffix of at most {SUFFIX_ROOM} characters, got {suffix!r}")
+    return safe_name(stem, LIMIT - SUFFIX_ROOM) + suffix
 
 
 def inside(root: Path, *names: str) -> Path:

@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from bench.formats.contract import FIELDS, METRICS_FILE, METRICS_HEADER, REPORT_DIR, SUMMARY_FILE
+from bench.formats.names import inside
 from bench.report.declarations import bundled_declarations, encode
 from bench.report.labels import labels, settings
 
@@ -25,6 +26,8 @@ SUMMARY_TABLE = "summary.csv"
 CURVES_TABLE = "curves.csv"
 CURVE_COLUMNS = ("run", *METRICS_HEADER)
 REQUIRED = ("task", "estimator", "status")
+FIELD_LIMIT = 131072
+"""The longest field of metrics.csv read (the csv module's own limit, as ``python -m bench.check`` reads)."""
 TEXT_COLUMNS = ("run", "label", "task_report", "root")
 """Columns of summary.csv added to the summary fields: the run's folder below the root, its label, its task's
 report declaration (JSON text, ``bench.report.declarations``) and the folder the runs were read from."""
@@ -46,16 +49,26 @@ def read_config(run: Path) -> dict[str, Any] | None:
         return None
     try:
         node = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
+    except Exception as error:  # noqa: BLE001 - any unreadable file (not UTF-8, nested too deep) is named
         warnings.warn(f"cannot read {path} ({error}); the run is labelled from its summary", stacklevel=2)
         return None
     return node if isinstance(node, dict) else None
 
 
 def read_summary(path: Path) -> dict[str, Any]:
-    summary = json.loads(path.read_text())
+    """A run's summary; ValueError saying why it cannot be read (not UTF-8, not JSON, nested too deep to
+    parse, not an object with at least ``REQUIRED``)."""
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except RecursionError:
+        raise ValueError("nested too deep to parse (not a run summary)") from None
     if not isinstance(summary, dict) or not set(REQUIRED) <= summary.keys():
         raise ValueError(f"not a run summary (needs at least {', '.join(REQUIRED)})")
+    for key in REQUIRED:
+        if not isinstance(summary[key], str):
+            raise ValueError(f"'{key}' is a {type(summary[key]).__name__}, not a string")
     return summary
 
 
@@ -80,7 +93,7 @@ def load_runs(root: Path, skip: tuple[str, ...] = ()) -> Runs:
             continue
         try:
             summary = read_summary(path)
-        except (OSError, ValueError) as error:
+        except Exception as error:  # noqa: BLE001 - one unreadable file is named, the others read
             warnings.warn(f"skipping {path}: {error}", stacklevel=2)
             skipped.append(str(path))
             continue
@@ -99,10 +112,13 @@ def load_runs(root: Path, skip: tuple[str, ...] = ()) -> Runs:
         if csv.exists():
             try:
                 frame = pd.read_csv(csv)
+                longest = frame["metric"].astype(str).str.len().max() if len(frame) else 0
+                if longest > FIELD_LIMIT:
+                    raise ValueError(f"a metric name of {longest} characters (at most {FIELD_LIMIT})")
                 frame.insert(0, "run", run_id)
                 metrics.append(frame[list(CURVE_COLUMNS)])
-            except (OSError, ValueError, KeyError, pd.errors.ParserError) as error:
-                warnings.warn(f"skipping {csv}: {error}", stacklevel=2)
+            except Exception as error:  # noqa: BLE001 - one unreadable file is named, the others read
+                warnings.warn(f"skipping {csv}: {type(error).__name__}: {error}", stacklevel=2)
                 skipped.append(str(csv))
     summary_frame = pd.DataFrame(summaries)
     if not summary_frame.empty:
@@ -115,8 +131,8 @@ def load_runs(root: Path, skip: tuple[str, ...] = ()) -> Runs:
 
 def write_tables(runs: Runs, directory: Path) -> None:
     """Write ``summary.csv`` and ``curves.csv`` into ``directory``."""
-    runs.summaries.to_csv(directory / SUMMARY_TABLE, index=False)
-    runs.metrics.to_csv(directory / CURVES_TABLE, index=False)
+    runs.summaries.to_csv(inside(directory, SUMMARY_TABLE), index=False)
+    runs.metrics.to_csv(inside(directory, CURVES_TABLE), index=False)
 
 
 def text_columns(columns: list[str]) -> dict[str, type]:

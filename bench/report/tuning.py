@@ -45,6 +45,7 @@ import pandas as pd
 
 from bench.formats.tables import markdown_table
 from bench.formats.contract import OK, REPORT_DIR, TUNING_FILE, TUNING_STAGE_ONE_DIR
+from bench.formats.names import file_name, inside
 from bench.report.statistics import interval
 from bench.report.survival import crossing_time, kaplan_meier
 
@@ -88,7 +89,7 @@ def study_name(document: dict[str, Any], rel: str) -> str:
 def collect_tuning(root: Path, directory: Path) -> int:
     """Copy every study's tuning.json below ``root`` into ``directory/tuning/`` with the study's folder
     (``root`` key, relative to ``root``); returns how many. Stale copies are removed first."""
-    target = Path(directory) / TUNING_DIR
+    target = inside(Path(directory), TUNING_DIR)
     if target.is_dir():
         for old in target.glob("*.json"):
             old.unlink()
@@ -101,7 +102,8 @@ def collect_tuning(root: Path, directory: Path) -> int:
         rel = relative(study, root)
         document["root"] = rel
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", study_name(document, rel))
-        (target / f"{index:02d}_{slug}.json").write_text(json.dumps(document, indent=1) + "\n")
+        path = inside(target, file_name(f"{index:02d}_{slug}", ".json"))
+        path.write_text(json.dumps(document, indent=1) + "\n")
     return len(studies)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.formats.contract import PROBE_FIELDS
+from bench.formats.names import inside
 from bench.report.comparisons import write_comparisons
 from bench.report.markdown import ReportOptions, report_text
 from bench.report.palette import palette_for
@@ -68,8 +69,9 @@ def render(runs: Runs, directory: Path, options: ReportOptions | None = None) ->
     curves = curves_of(summaries, runs.metrics)
     text, rankings = report_text(summaries, curves, palette, directory, options, runs.skipped_files)
     tuned = tuning_section(directory, summaries, curves)  # tuned optimizer studies (bench.report.tuning)
-    (directory / "report.md").write_text(text + study_section(directory) + tuned)  # same-point studies
-    write_comparisons(rankings, directory / COMPARISONS_TABLE)
+    study = study_section(directory)  # same-point studies
+    inside(directory, "report.md").write_text(text + study + tuned)
+    write_comparisons(rankings, inside(directory, COMPARISONS_TABLE))
 
 
 def write_report(root: Path, out: Path | None = None, options: ReportOptions | None = None) -> Path:
@@ -103,9 +105,10 @@ def write_from_tables(tables: Path, out: Path | None = None, options: ReportOpti
     directory = Path(out) if out is not None else tables
     directory.mkdir(parents=True, exist_ok=True)
     for name in (SUMMARY_TABLE, CURVES_TABLE, *(name for name in STUDY_TABLES if (tables / name).exists())):
-        if not (directory / name).exists() or not (directory / name).samefile(tables / name):
-            shutil.copyfile(tables / name, directory / name)
+        target = inside(directory, name)
+        if not target.exists() or not target.samefile(tables / name):
+            shutil.copyfile(tables / name, target)
     if (tables / TUNING_DIR).is_dir() and not (directory / TUNING_DIR).exists():
-        shutil.copytree(tables / TUNING_DIR, directory / TUNING_DIR)
+        shutil.copytree(tables / TUNING_DIR, inside(directory, TUNING_DIR), symlinks=True)
     render(runs, directory, options)
     return directory

@@ -19,7 +19,7 @@ from matplotlib.testing.compare import compare_images
 from bench.campaigns.publish import main as publish_main
 from bench.cli.report import main as report_main
 from bench.report.publish import PAGE, STUDIES, by_name, render_page, study_lines
-from bench.report.publish.page import TABLES, copy_tables, minor
+from bench.report.publish.page import TABLES, WRITTEN_LIST, copy_tables, minor
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE_DIR = ROOT / "docs" / "results"
@@ -44,7 +44,10 @@ def committed() -> str:
 
 
 def figures_of(folder: Path) -> set[str]:
-    return {path.name for path in folder.iterdir() if path.is_file() and path.name not in TABLES}
+    """The figures of a study folder (and the numbers they draw), without its tables and the list of what
+    the last rendering wrote (``WRITTEN_LIST``, absent from folders drawn before it existed)."""
+    kept = (*TABLES, WRITTEN_LIST)
+    return {path.name for path in folder.iterdir() if path.is_file() and path.name not in kept}
 
 
 def assert_same_files(expected: Path, actual: Path) -> None:

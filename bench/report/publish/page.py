@@ -23,8 +23,10 @@ import pandas as pd
 import seaborn
 
 from bench.formats.contract import OK, PROBE_FIELDS, SUMMARY_FILE
+from bench.formats.errors import ConfigError
+from bench.formats.names import file_name, inside, is_safe
 from bench.report.declarations import Panel, task_declaration
-from bench.report.figures import figure_bias_variance, figure_panels, figure_scale, output
+from bench.report.figures import WRITTEN, figure_bias_variance, figure_panels, figure_scale, output
 from bench.report.gradients import error_parts
 from bench.formats.tables import markdown_table
 from bench.report.markdown import GENERIC_PANELS, analyse, main_table, section_lines
@@ -46,6 +48,9 @@ from bench.report.statistics import on_log_scale
 from bench.report.write import curves_of, numeric
 
 PAGE = "README.md"
+WRITTEN_LIST = "written.txt"
+"""In each study's folder: the files its last rendering wrote, one name a line. Drawing the page again removes
+exactly these (and nothing a user put beside them)."""
 PUBLISH_DIR = "publish"
 DPI = 100
 TABLES = (SUMMARY_TABLE, CURVES_TABLE, *STUDY_TABLES)
@@ -66,6 +71,19 @@ def drawn_metrics(summaries: pd.DataFrame) -> set[str]:
                 panel.metric for panel in section.panels
             }
     return found
+
+
+def study_directory(out: Path, study: PageStudy) -> Path:
+    """``out/<study>``, the folder of the study's tables and figures; ConfigError if it is a symbolic link
+    (or would lie outside ``out``): publishing writes and removes files there."""
+    directory = Path(out) / study.name
+    if directory.is_symlink():
+        raise ConfigError(
+            f"{directory} is a symbolic link (to {directory.resolve()}); the results page writes and removes "
+            f"files in its study folders, so it refuses one that points elsewhere. Replace the link with a "
+            f"folder."
+        )
+    return inside(out, study.name)
 
 
 def study_folder(root: Path, study: PageStudy) -> Path:
@@ -92,7 +110,7 @@ def write_study_tables(root: Path, study: PageStudy, directory: Path) -> bool:
         return False
     directory.mkdir(parents=True, exist_ok=True)
     for name in TABLES:
-        (directory / name).unlink(missing_ok=True)
+        inside(directory, name).unlink(missing_ok=True)
     summaries = runs.summaries
     summaries["root"] = str(study_folder(Path(root.name), study) / study.runs)
     summaries["finished"] = finished_dates(folder, summaries["run"])
@@ -150,7 +168,9 @@ def write_page(root: Path, out: Path, studies: tuple[PageStudy, ...] = STUDIES) 
             f"no runs of any study below {root / PUBLISH_DIR} (run python -m bench.publish first)"
         )
     for study in studies:
-        written = write_study_tables(root, study, out / study.name)
+        study_directory(out, study)  # before anything is written: no study folder is a symbolic link
+    for study in studies:
+        written = write_study_tables(root, study, study_directory(out, study))
         kept = (out / study.name / SUMMARY_TABLE).is_file()
         print(
             f"  {study.name}: "
@@ -163,10 +183,23 @@ def write_page(root: Path, out: Path, studies: tuple[PageStudy, ...] = STUDIES) 
 
 
 def clear_figures(directory: Path) -> None:
-    """Remove what a previous rendering wrote into ``directory`` (everything but the tidy tables)."""
-    for path in directory.iterdir():
-        if path.is_file() and path.name not in TABLES:
+    """Remove what the previous rendering wrote into ``directory``: the files named in its ``WRITTEN_LIST``
+    (safe names of files, never the tidy tables; a folder without the list, from before it existed, keeps
+    its files and the new rendering overwrites those of the same names)."""
+    listed = directory / WRITTEN_LIST
+    if not listed.is_file() or listed.is_symlink():
+        return
+    for name in listed.read_text(errors="replace").splitlines():
+        path = directory / name
+        if is_safe(name) and name not in TABLES and (path.is_symlink() or path.is_file()):
             path.unlink()
+    listed.unlink()
+
+
+def record_written(directory: Path, written: list[Path]) -> None:
+    """``WRITTEN_LIST`` in ``directory``: the names of the files among ``written`` that lie in it."""
+    names = sorted({path.name for path in written if path.parent == directory})
+    inside(directory, WRITTEN_LIST).write_text("".join(f"{name}\n" for name in names))
 
 
 def render_page(out: Path, studies: tuple[PageStudy, ...] = STUDIES) -> Path:
@@ -174,7 +207,9 @@ def render_page(out: Path, studies: tuple[PageStudy, ...] = STUDIES) -> Path:
     FileNotFoundError when no study has tables."""
     out = Path(out)
     tables = {
-        study.name: out / study.name for study in studies if (out / study.name / SUMMARY_TABLE).is_file()
+        study.name: study_directory(out, study)
+        for study in studies
+        if (out / study.name / SUMMARY_TABLE).is_file()
     }
     if not tables:
         raise FileNotFoundError(f"no study tables (<study>/{SUMMARY_TABLE}) in {out}")
@@ -183,7 +218,7 @@ def render_page(out: Path, studies: tuple[PageStudy, ...] = STUDIES) -> Path:
     for study in studies:
         print(f"  rendering {study.name}", flush=True)
         lines += study_lines(study, out / study.name) if study.name in tables else missing_lines(study)
-    (out / PAGE).write_text("\n".join(lines).rstrip("\n") + "\n")
+    inside(out, PAGE).write_text("\n".join(lines).rstrip("\n") + "\n")
     return out / PAGE
 
 
@@ -306,6 +341,7 @@ def relink(lines: list[str], folder: str) -> list[str]:
 def study_lines(study: PageStudy, directory: Path) -> list[str]:
     """A study's part of the page, rendered from its tables in ``directory`` (figures written there)."""
     clear_figures(directory)
+    first = len(WRITTEN)
     tables = read_tables(directory)
     summaries = numeric(tables.summaries)
     curves = curves_of(summaries, tables.metrics)
@@ -317,6 +353,7 @@ def study_lines(study: PageStudy, directory: Path) -> list[str]:
         else:
             for task in sorted(summaries["task"].unique()):
                 lines += task_part(study, task, summaries, curves[curves["task"] == task], palette, directory)
+    record_written(directory, WRITTEN[first:])
     return relink(lines, study.name)
 
 
@@ -349,7 +386,7 @@ def task_part(
             for section in sections:
                 section = section if which == "section" else replace(section, panels=())
                 found = section_lines(task, section, analysis.runs, curves, palette, directory)
-                figure = f"{task}_{section.name}"
+                figure = file_name(f"{task}_{section.name}")
                 if (directory / f"{figure}.csv").is_file():  # the sentence right below the figure
                     at = next(i for i, line in enumerate(found) if line.startswith(f"![{figure}"))
                     sentence = curve_sentence(directory / f"{figure}.csv", section.panels)
@@ -362,7 +399,7 @@ def task_part(
                 lines += [
                     f"![{task} {kind}]({name})",
                     "",
-                    curve_sentence(directory / f"{task}_{kind}.csv", (panel,)),
+                    curve_sentence(directory / drawn_numbers(name), (panel,)),
                     "",
                 ]
         elif kind == "bias_variance":
@@ -375,10 +412,15 @@ def task_part(
                     lines += [
                         f"![{task} variance]({name})",
                         "",
-                        scale_sentence(directory / f"{task}_variance.csv"),
+                        scale_sentence(directory / drawn_numbers(name)),
                         "",
                     ]
     return lines
+
+
+def drawn_numbers(figure: str) -> str:
+    """The file of the numbers that the figure ``figure`` (its PNG's name) draws: ``<stem>.csv``."""
+    return figure.removesuffix(".png") + ".csv"
 
 
 def curve_sentence(path: Path, panels: tuple[Panel, ...]) -> str:
@@ -437,7 +479,7 @@ def bias_variance_lines(task: str, analysis, palette: dict, directory: Path) -> 
     )
     if not name:
         return []
-    data = pd.read_csv(directory / f"{task}_bias_variance.csv", keep_default_na=False, na_values=[""])
+    data = pd.read_csv(directory / drawn_numbers(name), keep_default_na=False, na_values=[""])
     data = data.sort_values(["variance", "label"])
     biased = sorted(label for label in data["label"] if verdicts.get(label, (0, 0))[0] > 0)
     tested = sorted(label for label in data["label"] if verdicts.get(label, (0, 0))[1] > 0)

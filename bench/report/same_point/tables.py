@@ -10,6 +10,7 @@ import pandas as pd
 import yaml
 
 from bench.formats.contract import PAIRED_FILE, PAIRED_HEADER, STUDY_FILE, SUMMARY_FILE
+from bench.formats.names import inside
 
 STUDY_TABLE, PAIRED_TABLE = STUDY_FILE, PAIRED_FILE
 STUDY_TABLES = (STUDY_TABLE, PAIRED_TABLE)
@@ -29,7 +30,7 @@ def collect_study_tables(root: Path, directory: Path) -> None:
             continue
         try:
             summary = json.loads(summary_path.read_text())
-        except (OSError, ValueError):
+        except Exception:  # noqa: BLE001 - not UTF-8, nested too deep...: bench.report.read names the file
             continue
         if not isinstance(summary, dict) or summary.get("kind") != "study":
             continue
@@ -43,16 +44,16 @@ def collect_study_tables(root: Path, directory: Path) -> None:
                 found[name].append(frame)
     for name, frames in found.items():
         if frames:
-            pd.concat(frames, ignore_index=True).to_csv(directory / name, index=False)
+            pd.concat(frames, ignore_index=True).to_csv(inside(directory, name), index=False)
         else:
-            (directory / name).unlink(missing_ok=True)
+            inside(directory, name).unlink(missing_ok=True)
 
 
 def configured_baseline(run: Path) -> str:
     """The run's ``study.baseline`` (``.hydra/config.yaml``), else ``DEFAULT_BASELINE``."""
     try:
         config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
+    except Exception:  # noqa: BLE001 - any unreadable config: the default baseline
         return DEFAULT_BASELINE
     study = config.get("study") if isinstance(config, dict) else None
     baseline = study.get("baseline") if isinstance(study, dict) else None
