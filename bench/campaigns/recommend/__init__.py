@@ -18,7 +18,8 @@ Re-running the same command continues where it stopped (``protocol``).
 """
 
 from bench.campaigns.recommend.decide import markdown, write
-from bench.campaigns.recommend.protocol import RecommendFailed, run_protocol
+from bench.campaigns.recommend.plan import RecommendFailed
+from bench.campaigns.recommend.protocol import run_protocol
 from bench.campaigns.recommend.settings import Settings, parse, split_overrides
 
 __all__ = ["RecommendFailed", "Settings", "markdown", "parse", "run_protocol", "split_overrides", "write"]

@@ -24,7 +24,7 @@ from typing import Any
 from scipy import stats
 
 from bench.campaigns.recommend.evidence import ALPHA, HORIZON, holm
-from bench.campaigns.recommend.plan import Candidate, Plan
+from bench.campaigns.recommend.plan import Candidate, Plan, RecommendFailed
 from bench.campaigns.recommend.settings import Settings
 from bench.formats.contract import METRICS_FILE, OK
 from bench.formats.tables import markdown_table
@@ -155,8 +155,6 @@ def decide(
     leaders = [keyed[key] for key in stage_two]
     best, rows = compare(leaders, stage_two)
     if best is None:
-        from bench.campaigns.recommend.protocol import RecommendFailed
-
         raise RecommendFailed("no stage-2 run finished:\n  " + "\n  ".join(failures))
     tied = [key for key, row in rows.items() if row.get("comparison", {}).get("tied")]
     group = [best, *tied]

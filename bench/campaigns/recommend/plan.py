@@ -43,6 +43,10 @@ SLACK = 0.9  # plan for this fraction of what is left: timings vary
 SCREEN_SECONDS = 0.06  # a stage-1 run in memory besides its steps: building the objects, one evaluation
 
 
+class RecommendFailed(RuntimeError):
+    """Every run of a stage failed: no recommendation; the message lists the failures."""
+
+
 @dataclass
 class Candidate:
     """One estimator at its equal-cost S, with one optimizer."""

@@ -34,6 +34,7 @@ from bench.campaigns.recommend.plan import (
     PILOT_STEPS,
     Candidate,
     Plan,
+    RecommendFailed,
     estimator_node,
 )
 from bench.campaigns.recommend.settings import Settings
@@ -297,10 +298,6 @@ def prepare(
         + "\n",
     )
     return plan
-
-
-class RecommendFailed(RuntimeError):
-    """Every run of a stage failed: no recommendation; the message lists the failures."""
 
 
 def planned_seconds(plan: Plan, candidate: Candidate, probes: int = 0, screening: bool = False) -> float:
