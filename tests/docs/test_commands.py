@@ -8,6 +8,7 @@
 - ``python -m bench.<command> ...`` and ``python scripts/<script>.py ...``: the command's ``--help`` is read,
   and every option the documented command uses must be one it has; Hydra overrides given to
   ``python -m bench.tune`` or ``python -m bench.check unbiasedness`` are checked and composed as well.
+- ``gradbench ...``: as the ``python -m bench...`` command the console script runs.
 - ``pip``, ``pytest`` and ``scripts/*.sh``: the extra, the test files and markers, the script exist.
 - The README's commands run as written, in this process (as Hydra allows), with fewer steps and one thread
   (``steps=20 probe.every=10 probe.draws=16 threads=1``) into a temporary folder: one run, a sweep, its
@@ -139,6 +140,11 @@ def _check(command: Command, config_dirs: Path) -> None:
     words = list(command.words)
     if words[0] == "sudo":
         words = words[1:]
+    if words[0] == "gradbench":  # the console script: a command's name, else python -m bench's overrides
+        from bench.cli.console import commands
+
+        module = commands().get(words[1], "bench") if len(words) > 1 else "bench"
+        words = ["python", "-m", module, *words[1 + (module != "bench") :]]
     if words[:2] == ["python", "-m"] and words[2] == "bench":
         compose_bench(words[3:], config_dirs)
     elif words[:2] == ["python", "-m"]:
