@@ -59,9 +59,10 @@ def parser() -> argparse.ArgumentParser:
     result.add_argument("overrides", nargs="*", help="Hydra overrides: +experiment=NAME and any KEY=VALUE")
     result.add_argument(
         "--stage",
-        choices=("1", "2", "both"),
+        choices=("1", "2", "heldout", "both"),
         default="both",
-        help="1: the grid and tuning.json; 2: the chosen settings from tuning.json; both (default)",
+        help="1: the grid and tuning.json; 2: the chosen settings from tuning.json; heldout: the chosen "
+        "settings on the study's held-out variant (tuning.heldout); both (default): 1, 2 and heldout",
     )
     result.add_argument("--dry-run", action="store_true", help="print the sweeps' commands, run nothing")
     return result
@@ -87,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             print("# stage 2, from " + str(root / TUNING_FILE))
             print("\n".join(sweep.command() for sweep in study.stage_two(document)))
+            if study.spec.heldout:
+                print("# held-out variant: " + " ".join(f"{k}={v}" for k, v in study.spec.heldout.items()))
+                print("\n".join(sweep.command() for sweep in study.stage_two(document, heldout=True)))
         return 0
     if arguments.stage in ("1", "both"):
         for sweep in study.stage_one():
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         document = choose(study, outcomes)
         path = write_tuning(root, document)
         print(f"[tune] stage 1 done: {path}\n" + "\n".join(choice_lines(document)), file=sys.stderr)
-    if arguments.stage in ("2", "both"):
+    if arguments.stage in ("2", "heldout", "both"):
         try:
             document = load_tuning(root)
         except ConfigError as error:
@@ -122,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        for sweep in study.stage_two(document):
+        sweeps = [] if arguments.stage == "heldout" else study.stage_two(document)
+        if arguments.stage in ("heldout", "both"):
+            sweeps += study.stage_two(document, heldout=True)  # none without tuning.heldout
+        for sweep in sweeps:
             code = run_sweep(sweep)
             if code:
                 return code

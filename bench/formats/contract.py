@@ -86,8 +86,9 @@ TUNING_FILE = "tuning.json"
 """A tuned study's document at the top of its folder (``bench.campaigns.tuning``): the protocol's settings,
 every stage-1 run's score, the rule and the choice; the report reads it (``bench.report.tuning``)."""
 
-TUNING_STAGE_ONE_DIR, TUNING_STAGE_TWO_DIR = "tune", "final"
-"""A tuned study's folders of stage-1 runs (the grid) and stage-2 runs (the chosen settings, fresh seeds)."""
+TUNING_STAGE_ONE_DIR, TUNING_STAGE_TWO_DIR, TUNING_HELDOUT_DIR = "tune", "final", "heldout"
+"""A tuned study's folders of stage-1 runs (the grid), stage-2 runs (the chosen settings, fresh seeds) and
+held-out runs (the chosen settings, the same fresh seeds, on a variant of the problem they were not tuned on)."""
 
 REPORT_DIR = "report"
 """The folder ``python -m bench.report DIR`` writes into by default (``DIR/report``); readers of runs skip
@@ -351,11 +352,6 @@ def steady_median(times: Sequence[float]) -> float | None:
     if not times:
         return None
     return statistics.median(times[warmup_steps(len(times)) :])
-
-
-NAME_FIELDS = ("task", "estimator", "optimizer")
-"""Summary fields that are names, which readers build paths of: they must be safe names
-(``bench.formats.names``; ``python -m bench.check`` flags any other)."""
 
 
 def summary_problems(summary: Any) -> list[str]:

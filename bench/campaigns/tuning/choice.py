@@ -188,6 +188,7 @@ def choose(study: TuningPlan, outcomes: dict[Point, Outcome]) -> dict[str, Any]:
         "stage_one": spec.stage_one,
         "conditions": spec.conditions,
         "baseline": spec.baseline,
+        "heldout": spec.heldout,
         "choices": choices,
     }
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.campaigns.tuning.spec import STAGE_ONE_DIR, STAGE_TWO_DIR, Spec, parse_spec
+from bench.campaigns.tuning.spec import HELDOUT_DIR, STAGE_ONE_DIR, STAGE_TWO_DIR, Spec, parse_spec
 from bench.formats.configs import compose as compose_config
 from bench.formats.errors import ConfigError
 
@@ -43,9 +43,10 @@ def folder_name(condition: dict[str, Any]) -> str:
     return "+".join(f"{key}-{text(value)}" for key, value in condition.items()) or "default"
 
 
-def stage_two_folder(option: str, condition: dict[str, Any]) -> Path:
-    """Stage 2's folder of an optimizer option and a condition, relative to the study's folder."""
-    folder = Path(STAGE_TWO_DIR) / option
+def stage_two_folder(option: str, condition: dict[str, Any], stage: str = STAGE_TWO_DIR) -> Path:
+    """Stage 2's folder of an optimizer option and a condition, relative to the study's folder (``stage``:
+    the held-out reruns' folder instead)."""
+    folder = Path(stage) / option
     return folder / folder_name(condition) if condition else folder
 
 
@@ -195,15 +196,23 @@ class TuningPlan:
             sweeps.append(Sweep(overrides, self.root / STAGE_ONE_DIR / option))
         return sweeps
 
-    def stage_two(self, document: dict[str, Any]) -> list[Sweep]:
-        """One multirun per optimizer and condition: the chosen setting × the final seeds."""
+    def stage_two(self, document: dict[str, Any], heldout: bool = False) -> list[Sweep]:
+        """One multirun per optimizer and condition: the chosen setting × the final seeds; with ``heldout``,
+        the same on the held-out variant (``tuning.heldout``) into ``heldout/`` (none without a variant)."""
+        if heldout and not self.spec.heldout:
+            return []
         sweeps = []
         for choice in document["choices"]:
             if choice["chosen"] is None:
                 continue
             overrides = self.run_overrides(choice["optimizer"], choice["condition"], choice["chosen"])
+            if heldout:  # the variant's values win over the condition's and the study's own
+                keys = set(self.spec.heldout)
+                overrides = [item for item in overrides if item.lstrip("+").split("=")[0] not in keys]
+                overrides += assignments(self.spec.heldout)
             overrides.append("seed=" + ",".join(map(str, document["final_seeds"])))
-            folder = stage_two_folder(choice["optimizer"], choice["condition"])
+            stage = HELDOUT_DIR if heldout else STAGE_TWO_DIR
+            folder = stage_two_folder(choice["optimizer"], choice["condition"], stage)
             sweeps.append(Sweep(overrides, self.root / folder))
         return sweeps
 

@@ -6,15 +6,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.formats.configs import options
-from bench.formats.contract import INTERRUPTED, TUNING_STAGE_ONE_DIR, TUNING_STAGE_TWO_DIR
+from bench.formats.contract import INTERRUPTED, TUNING_HELDOUT_DIR, TUNING_STAGE_ONE_DIR, TUNING_STAGE_TWO_DIR
 from bench.formats.errors import ConfigError
 
-STAGE_ONE_DIR, STAGE_TWO_DIR = TUNING_STAGE_ONE_DIR, TUNING_STAGE_TWO_DIR
+STAGE_ONE_DIR, STAGE_TWO_DIR, HELDOUT_DIR = TUNING_STAGE_ONE_DIR, TUNING_STAGE_TWO_DIR, TUNING_HELDOUT_DIR
 MINIMUM_FINAL_SEEDS = 5
 DEFAULT_METRIC = "validation_objective"
 FALLBACK_METRIC = "objective"
 DEFAULT_STAGE_ONE = ["probe.every=0"]
-SPEC_KEYS = ("seeds", "final_seeds", "metric", "stage_one", "conditions", "optimizers", "baseline")
+SPEC_KEYS = ("seeds", "final_seeds", "metric", "stage_one", "conditions", "optimizers", "baseline", "heldout")
 NOT_FINISHED = (INTERRUPTED, "missing")
 """Stage-1 outcomes that leave the grid incomplete: the run is to be done (re-running resumes it)."""
 
@@ -32,8 +32,10 @@ def rule_text(metric: str) -> str:
 @dataclass(frozen=True)
 class Spec:
     """The ``tuning`` node of a study, checked: seeds of the two stages, the score, stage 1's own overrides,
-    the conditions tuned separately (override key → values), and per optimizer option its grid (override
-    key → values) and fixed settings (override key → value)."""
+    the conditions tuned separately (override key → values), per optimizer option its grid (override
+    key → values) and fixed settings (override key → value), and the held-out variant (override key →
+    value: a problem the settings were not tuned on, where the chosen settings rerun with the final seeds;
+    empty: none)."""
 
     seeds: list[int]
     final_seeds: list[int]
@@ -43,6 +45,7 @@ class Spec:
     grids: dict[str, dict[str, list[Any]]]
     fixed: dict[str, dict[str, Any]]
     baseline: str | None
+    heldout: dict[str, Any]
 
 
 def optimizer_options() -> list[str]:
@@ -127,4 +130,10 @@ def parse_spec(node: Any) -> Spec:
         raise ConfigError(
             f"tuning.baseline {baseline!r} is not one of the study's optimizers: {list(grids)}."
         )
-    return Spec(seeds, final_seeds, metric, list(stage_one), conditions, grids, fixed, baseline)
+    heldout = node.get("heldout") or {}
+    if not isinstance(heldout, dict) or any(isinstance(value, list | dict) for value in heldout.values()):
+        raise ConfigError(
+            "tuning.heldout must map override keys to single values (the variant the chosen settings are "
+            f"rerun on, e.g. task.zipf: 1.3), got {heldout!r}."
+        )
+    return Spec(seeds, final_seeds, metric, list(stage_one), conditions, grids, fixed, baseline, heldout)
