@@ -79,8 +79,9 @@ STUDIES: tuple[PageStudy, ...] = (
         "toy_gradient_study",
         "Same-point gradient study on the toy task",
         ("+experiment=toy_gradient_study",),
-        "Every sampling estimator probed at the checkpoints of one trajectory (trained by exact enumeration "
-        "from p(b = 1) = 0.3), with common random numbers.",
+        "Every sampling estimator probed at the checkpoints of a trajectory trained by exact enumeration, "
+        "with common random numbers; each seed starts from its own initial logits (p(b = 1) from 0.20 to "
+        "0.43, around 0.3), so that the seeds are five trajectories.",
         ("study",),
     ),
     PageStudy(
