@@ -111,6 +111,15 @@ def broken_links(page: Path, text: str | None = None) -> list[str]:
     return problems
 
 
+def tables(text: str) -> list[list[list[str]]]:
+    """Every Markdown table of ``text``: its header and rows as lists of cells (``\\|`` is not a border)."""
+    found = []
+    for table in re.findall(r"(?:^\|.*\|\n)+", prose(text), re.MULTILINE):
+        lines = table.splitlines()
+        found.append([[cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines])
+    return found
+
+
 @dataclass(frozen=True)
 class Command:
     """One shell command of a page: where it is, and its words (comments and line continuations removed)."""

@@ -239,6 +239,7 @@ def run_here(words: list[str], cwd: Path) -> str:
     return output.getvalue()
 
 
+@pytest.mark.slow
 def test_the_readme_commands_run(tmp_path, monkeypatch):
     one_run, sweep, report, check, help_, own_task = readme_commands()
     assert one_run[:3] == ["python", "-m", "bench"] and sweep[3] == "-m" and report[2] == "bench.report"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.docs.pages import PAGES, all_blocks, anchors, broken_links, relative, slug
+from tests.docs.pages import PAGES, all_blocks, anchors, broken_links, relative, slug, tables
 from tests.helpers import ROOT
 
 
@@ -39,6 +39,29 @@ def test_the_readme_is_a_front_door():
     assert substance[first_block + 1].startswith('pip install -e ".[dev]" && python -m bench')
     assert substance[first_block + 2].split("#")[0].strip() == "pytest"
     assert first_block <= 6, "the set-up commands come first, after a short paragraph of what this is"
+
+
+def repeated_tables(texts: dict[str, str]) -> tuple[int, list[str]]:
+    """How many tables the pages hold, and each one that repeats another (a table is its header and the
+    names in its first column)."""
+    seen: dict[tuple, str] = {}
+    repeated = []
+    for name, text in texts.items():
+        for rows in tables(text):
+            key = (tuple(rows[0]), tuple(row[0] for row in rows[2:]))
+            if key in seen:
+                repeated.append(f"{name} repeats a table of {seen[key]}: {rows[0]}")
+            seen[key] = name
+    return len(seen), repeated
+
+
+def test_each_table_exists_once():
+    count, repeated = repeated_tables({relative(page): page.read_text() for page in PAGES})
+    assert not repeated and count > 15, (count, repeated)
+    # Negative control: the metric table copied into another page is found.
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    metric_table = reference[reference.index("| metric | definition |") :].split("\n\n")[0]
+    assert len(repeated_tables({"reference": reference, "copy": metric_table + "\n"})[1]) == 1
 
 
 def test_blocks_left_out_say_why_and_are_rare():

@@ -20,7 +20,7 @@ import estimators
 from bench.formats import contract
 from bench.formats.configs import config_target, options
 from estimators.base import LATENT_KINDS, Estimator
-from tests.docs.pages import prose
+from tests.docs.pages import tables
 from tests.helpers import CONF, ROOT
 
 REFERENCE = ROOT / "docs" / "reference.md"
@@ -31,15 +31,6 @@ PRESENT = (
     ("Monte-Carlo reference", contract.REFERENCE_SUMMARY_FIELDS),
     ("study runs", contract.STUDY_FIELDS),
 )
-
-
-def tables(text: str) -> list[list[list[str]]]:
-    """Every Markdown table of ``text``: its header and rows as lists of cells (``\\|`` is not a border)."""
-    found = []
-    for table in re.findall(r"(?:^\|.*\|\n)+", prose(text), re.MULTILINE):
-        lines = table.splitlines()
-        found.append([[cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines])
-    return found
 
 
 def names(cell: str) -> list[str]:
