@@ -7,7 +7,8 @@
   group, so that every option it names is composed once.
 - ``python -m bench.<command> ...`` and ``python scripts/<script>.py ...``: the command's ``--help`` is read,
   and every option the documented command uses must be one it has; Hydra overrides given to
-  ``python -m bench.tune`` or ``python -m bench.check unbiasedness`` are checked and composed as well.
+  ``python -m bench.tune``, ``python -m bench.recommend`` (its ``recommend.*`` settings parsed apart) or
+  ``python -m bench.check unbiasedness`` are checked and composed as well.
 - ``gradbench ...``: as the ``python -m bench...`` command the console script runs.
 - ``pip``, ``pytest`` and ``scripts/*.sh``: the extra, the test files and markers, the script exist.
 - The README's commands run as written, in this process (as Hydra allows), with fewer steps and one thread
@@ -103,9 +104,12 @@ def help_text(module: str, prefix: list[str]) -> str:
     cli = importlib.util.find_spec(f"bench.cli.{name}") if "." not in name else None
     main = importlib.import_module(f"bench.cli.{name}" if cli else module).main
     output = io.StringIO()
-    with contextlib.redirect_stdout(output), pytest.raises(SystemExit) as stop:
-        main([*prefix, "--help"])
-    assert stop.value.code in (0, None), f"python -m {module} --help exited {stop.value.code}"
+    try:
+        with contextlib.redirect_stdout(output):
+            code = main([*prefix, "--help"])  # argparse exits; a hand-written usage may return
+    except SystemExit as stop:
+        code = stop.code
+    assert code in (0, None), f"python -m {module} --help exited {code}"
     return output.getvalue()
 
 
@@ -152,7 +156,13 @@ def _check(command: Command, config_dirs: Path) -> None:
         prefix = rest[:1] if module == "bench.check" and rest[:1] == ["unbiasedness"] else []
         options_known(rest, help_text(module, prefix))
         overrides = [word for word in rest[len(prefix) :] if "=" in word and not word.startswith("-")]
-        if module == "bench.tune" or prefix:
+        if module == "bench.recommend":  # its own recommend.* settings apart, the overrides of the runs
+            from bench.campaigns.recommend import parse as settings
+            from bench.campaigns.recommend import split_overrides
+
+            own, overrides = split_overrides(overrides)
+            settings(own)
+        if module in ("bench.tune", "bench.recommend") or prefix:
             check_names(parse(overrides), multirun=module == "bench.tune")
             compose(overrides, hydra=True)
     elif words[0] == "python" and words[1].startswith("scripts/"):
