@@ -16,8 +16,17 @@ from bench.formats.contract import FAILED
 from bench.formats.errors import ConfigError
 from bench.run import sweep
 from bench.run.preflight import preflight
-from bench.run.sweep import allocation_threads, finished_summary, launcher_threads
+from bench.run.sweep import (
+    allocation_threads,
+    finished_elsewhere,
+    finished_summary,
+    launcher_threads,
+    register_resolver,
+    remove_if_fresh,
+    sweep_progress,
+)
 
+register_resolver()  # ${run_folder:...}, the sweep's run folders (conf/config.yaml), before Hydra composes
 STARTED = False  # set when Hydra hands a configuration to main(): a run (of the sweep) has started
 
 
@@ -40,10 +49,24 @@ def main(config: DictConfig) -> None:
     hydra_config = HydraConfig.get()
     directory = Path(hydra_config.runtime.output_dir)
     multirun = hydra_config.mode == RunMode.MULTIRUN
+    if multirun:
+        print(sweep_progress(hydra_config.job.num, directory.name), file=sys.stderr, flush=True)
     done = None if config.force else finished_summary(directory, config)
     if done is not None:  # resuming a sweep: this run already finished (force=true runs it again)
         print(
             f"[done] {directory}: it holds an ok run of this config; skipped (force=true re-runs it)",
+            file=sys.stderr,
+        )
+        return
+    elsewhere = (
+        None
+        if config.force or not multirun
+        else finished_elsewhere(directory, config, hydra_config.job.override_dirname)
+    )
+    if elsewhere is not None:  # finished in a folder named by other varying keys, or the old way
+        remove_if_fresh(directory)
+        print(
+            f"[done] {elsewhere}: it holds an ok run of this config; skipped (force=true re-runs it)",
             file=sys.stderr,
         )
         return

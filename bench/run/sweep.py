@@ -1,5 +1,15 @@
-"""Sweep helpers: resuming a sweep into the same folder, and torch threads under a parallel launcher or in a
-SLURM job.
+"""Sweep helpers: the run folders of a sweep, resuming a sweep into the same folder, and torch threads under a
+parallel launcher or in a SLURM job.
+
+A sweep's run folder (``hydra.sweep.subdir``, ``conf/config.yaml``) is named by ``run_folder_name``: the keys
+that vary in the sweep with their values (each cut to ``VALUE_LIMIT`` characters), then ``@`` and 8 hex
+digits of the sha256 of the run's full overrides, made safe by ``bench.formats.names.safe_name`` and never
+longer than 120 characters: ``estimator=rloo,seed=0@1f0c2a9e``. The full overrides stay in the folder's
+``.hydra/overrides.yaml``. ``SweepLaunched`` tells each run which keys vary (``hydra.sweep.subdir``
+re-set to ``${run_folder:KEYS}``); the resolver ``run_folder`` names the folder. A re-run finds a finished
+run in its own folder, in another folder of the same overrides (``...@<same digest>``, when other keys
+varied), or in the folder Hydra's ``override_dirname`` named before (``estimator=rloo,seed=0``), and skips it
+(``finished_elsewhere``).
 
 No scheduler of our own: Hydra's joblib launcher runs jobs on the local cores, its submitit launcher on a
 SLURM cluster (``submitit_local`` runs the same path on one machine). Under the joblib launcher the jobs
@@ -12,13 +22,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from bench.formats.contract import NOT_PART_OF_THE_CONFIGURATION, NOT_PART_OF_THE_RUN, OK, SUMMARY_FILE
+from bench.formats.names import LIMIT, safe_name
 
 
 def without(node: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -135,16 +149,197 @@ def launcher_threads(launcher: DictConfig | None) -> int | None:
 
 
 LAUNCHED = False  # in the process that dispatches a sweep: Hydra has started launching its runs
+SUBDIR = "${run_folder:}"
+"""``hydra.sweep.subdir`` as ``conf/config.yaml`` sets it; ``SweepLaunched`` adds the keys that vary."""
 
 
 class SweepLaunched(Callback):
     """Hydra callback (``hydra.callbacks`` in ``conf/config.yaml``): the sweep got past its configuration and
     is launching its runs. ``python -m bench`` then reports a later failure of the sweep (a joblib worker
-    killed) as such, not as bad input (exit code 1, not 2)."""
+    killed) as such, not as bad input (exit code 1, not 2).
+
+    It also names the keys that vary in the sweep for the run folders: Hydra composes every run again from
+    the sweep's own overrides of its config (``hydra.overrides.hydra``), so one more there,
+    ``hydra.sweep.subdir=${run_folder:'KEY,KEY'}``, reaches every run, in this process or a launcher's
+    workers. A ``hydra.sweep.subdir`` of the user's own is left alone."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global LAUNCHED
         LAUNCHED = True
+        params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
+        params = OmegaConf.to_container(params, resolve=False) if params else {}
+        swept = [*config.hydra.overrides.task, *(f"{key}={value}" for key, value in params.items())]
+        added = [f"+hydra.job.env_set.{SWEEP_STARTED}={time.time():.3f}"]
+        size = sweep_size(swept)
+        if size is not None:
+            added.append(f"+hydra.job.env_set.{SWEEP_SIZE}={size}")
+        if OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir") == SUBDIR:
+            added.append(f"hydra.sweep.subdir=${{run_folder:'{','.join(swept_keys(swept))}'}}")
+        with read_write(config.hydra.overrides), open_dict(config.hydra.overrides):
+            config.hydra.overrides.hydra.extend(added)
+
+
+# ---- Progress ------------------------------------------------------------------------------------------
+
+SWEEP_SIZE, SWEEP_STARTED = "GRADBENCH_SWEEP_SIZE", "GRADBENCH_SWEEP_STARTED"
+"""What ``SweepLaunched`` tells each run of a sweep (``hydra.job.env_set``): the number of runs and when the
+sweep started (seconds since the epoch)."""
+
+
+def sweep_size(overrides: Iterable[str]) -> int | None:
+    """The number of runs of a sweep's overrides (the product of each sweep's number of values); None when a
+    glob makes it unknown here."""
+    size = 1
+    for override in parsed(overrides):
+        if override.is_sweep_override():
+            try:
+                size *= len(list(override.sweep_string_iterator()))
+            except Exception:  # noqa: BLE001 - a glob
+                return None
+    return size
+
+
+def duration(seconds: float) -> str:
+    """``45 s``, ``3 min 20 s``, ``2 h 5 min``."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def sweep_progress(number: int, folder: str, environment: dict[str, str] | None = None) -> str:
+    """The line a sweep's run prints as it starts: ``[sweep] run k of N: folder``, the time since the sweep
+    started and, from the runs before it, an estimate of the time left (runs at once make it rough)."""
+    environment = os.environ if environment is None else environment
+    k = number + 1
+    size = environment.get(SWEEP_SIZE)
+    line = f"[sweep] run {k}{f' of {size}' if size else ''}: {folder}"
+    try:
+        elapsed = time.time() - float(environment.get(SWEEP_STARTED, ""))
+    except ValueError:
+        return line
+    line += f" ({duration(elapsed)} since the sweep started"
+    if size and k > 1 and int(size) >= k:
+        line += f", about {duration(elapsed / (k - 1) * (int(size) - k + 1))} left"
+    return line + ")"
+
+
+# ---- Run folders ---------------------------------------------------------------------------------------
+
+VALUE_LIMIT = 24  # characters of each value in a run folder's name (the digest tells full overrides apart)
+DIGEST_LENGTH = 8
+
+
+def parsed(overrides: Iterable[str]) -> list[Any]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides(list(overrides))
+
+
+def swept_keys(overrides: Iterable[str]) -> list[str]:
+    """The keys that take more than one value in a sweep's overrides (``estimator=rloo,st seed=0,1``:
+    ``estimator`` and ``seed``), in their order; a glob or a range counts as varying."""
+    keys: list[str] = []
+    for override in parsed(overrides):
+        if not override.is_sweep_override():
+            continue
+        try:
+            several = len(list(override.sweep_string_iterator())) > 1
+        except Exception:  # noqa: BLE001 - a glob: its values are known only against the config files
+            several = True
+        if several and override.key_or_group not in keys:
+            keys.append(override.key_or_group)
+    return keys
+
+
+def overrides_digest(overrides: Iterable[str], excluded: Iterable[str] = NOT_PART_OF_THE_RUN) -> str:
+    """8 hex digits of the sha256 of a run's overrides as written, in sorted order, without the ``excluded``
+    keys (those that do not change what a run computes): the run's identity in its folder's name."""
+    excluded = set(excluded)
+    kept = sorted(
+        override for override in overrides if override.split("=", 1)[0].lstrip("+~") not in excluded
+    )
+    return hashlib.sha256("\n".join(kept).encode("utf-8", "surrogatepass")).hexdigest()[:DIGEST_LENGTH]
+
+
+def run_folder_name(
+    overrides: list[str], swept: Iterable[str] | None = None, excluded: Iterable[str] = NOT_PART_OF_THE_RUN
+) -> str:
+    """A sweep run's folder name: ``KEY=VALUE,...@DIGEST`` (module docstring). ``swept``: the keys shown
+    (None: every override's key but the ``excluded``); each value is cut to ``VALUE_LIMIT`` characters, the
+    shown part to what leaves room for the digest, and the whole passes through ``safe_name``."""
+    excluded = tuple(excluded)
+    values = {}
+    for override in parsed(overrides):
+        key = override.key_or_group
+        if key.lstrip("+~") not in excluded and not override.is_delete():
+            values[key] = override.get_value_element_as_str()
+    shown = list(values) if swept is None else [key for key in swept if key in values]
+    readable = ",".join(f"{key}={values[key][:VALUE_LIMIT]}" for key in shown)
+    digest = overrides_digest(overrides, excluded)
+    room = LIMIT - DIGEST_LENGTH - 1
+    if len(readable) > room:
+        readable = readable[:room].rsplit(",", 1)[0] if "," in readable[:room] else readable[:room]
+    return safe_name(f"{readable}@{digest}" if readable else f"run@{digest}")
+
+
+def run_folder(swept: str = "", *, _root_: DictConfig) -> str:
+    """The resolver ``${run_folder:KEYS}`` of ``hydra.sweep.subdir``: this run's folder name from its
+    overrides (``hydra.overrides.task``) and the keys that vary (``KEYS``, comma-separated; empty: every
+    key)."""
+    hydra = _root_.hydra
+    overrides = [str(item) for item in hydra.overrides.task]
+    excluded = [str(key) for key in OmegaConf.select(hydra, "job.config.override_dirname.exclude_keys") or ()]
+    keys = [key for key in swept.split(",") if key] if swept else None
+    return run_folder_name(overrides, keys, excluded or NOT_PART_OF_THE_RUN)
+
+
+def register_resolver() -> None:
+    """Make ``${run_folder:...}`` known to OmegaConf (before Hydra composes a config)."""
+    OmegaConf.register_new_resolver("run_folder", run_folder, replace=True)
+
+
+FRESH = {".hydra", "main.log"}  # what Hydra writes into a run folder before the run starts
+
+
+def finished_elsewhere(directory: Path, config: DictConfig, old_name: str | None) -> Path | None:
+    """Another folder of the sweep that holds a finished ``ok`` run of this config: one of the same overrides
+    named for other varying keys (the same ``@DIGEST``), or ``old_name``, the folder Hydra's
+    ``override_dirname`` named before the run folders were shortened. None when there is none."""
+    directory = Path(directory)
+    parent = directory.parent
+    candidates = []
+    if old_name and old_name != directory.name:
+        candidates.append(parent / old_name)
+    _, at, digest = directory.name.rpartition("@")
+    if at and len(digest) == DIGEST_LENGTH:
+        candidates += sorted(path for path in parent.glob(f"*@{digest}") if path.name != directory.name)
+    for candidate in candidates:
+        try:
+            inside = candidate.resolve().parent == parent.resolve()  # one folder below the sweep's, no climb
+        except (OSError, RuntimeError):
+            continue
+        if inside and candidate.is_dir() and finished_summary(candidate, config) is not None:
+            return candidate
+    return None
+
+
+def remove_if_fresh(directory: Path) -> bool:
+    """Remove a run folder that holds only what Hydra wrote before the run (``.hydra/`` and an empty
+    ``main.log``): a run that found its finished twin elsewhere leaves no empty run behind. True when it
+    removed it."""
+    directory = Path(directory)
+    try:
+        entries = {path.name: path for path in directory.iterdir()}
+        log = entries.get("main.log")
+        if not set(entries) <= FRESH or (log is not None and log.stat().st_size > 0):
+            return False
+        shutil.rmtree(directory)
+    except OSError:
+        return False
+    return True
 
 
 def allocation_threads(environment: dict[str, str] | None = None) -> int | None:

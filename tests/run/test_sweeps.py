@@ -10,6 +10,7 @@ import time
 
 import pandas as pd
 import pytest
+import yaml
 
 from bench.run.sweep import launcher_threads
 from tests.helpers import ROOT, run_cli
@@ -104,8 +105,9 @@ def test_killed_sweep_resumes_only_the_missing_runs(tmp_path):
     )
     assert forced.returncode == 0 and "[done]" not in forced.stderr
     # A different configuration written into a finished run's folder is run, not mistaken for it.
-    folder = next(iter(before))  # e.g. "estimator=st,probe.draws=4,seed=0,steps=400,task=toy"
-    overrides = [item.replace("steps=400", "steps=401") for item in folder.split(",")]
+    folder = next(iter(before))  # e.g. "estimator=st,seed=0@1f0c2a9e"; its overrides are in .hydra/
+    written = yaml.safe_load((tmp_path / folder / ".hydra" / "overrides.yaml").read_text())
+    overrides = [item.replace("steps=400", "steps=401") for item in written]
     changed = run_cli("bench", *overrides, f"hydra.run.dir='{tmp_path / folder}'")
     assert changed.returncode == 0 and "[done]" not in changed.stderr
     assert json.loads((tmp_path / folder / "summary.json").read_text())["steps"] == 401
