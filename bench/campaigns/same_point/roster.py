@@ -10,8 +10,9 @@ Two sample counts per estimator (``docs/design.md``, "Where an estimator is meas
 - ``fixed``: every estimator at S = ``study.samples`` (raised to the estimator's smallest valid S);
 - ``equal_cost``: S chosen so that the evaluations of f per estimate (``Estimator.f_evaluations``,
   ``bench.run.costs``) match RLOO's at S = ``study.samples``; where an estimator needs more evaluations than
-  that even at its smallest S (local expectation gradients, the measure-valued derivative), RLOO is added at
-  the S that matches that estimator's evaluations instead.
+  that even at its smallest S (local expectation gradients, alias IndeCateR, the measure-valued derivative),
+  RLOO and Gumbel-Softmax (``EQUAL_COST_PEERS``, where they fit) are added at the S that matches that
+  estimator's evaluations instead, as IndeCateR's authors compare it (De Smet et al. 2023).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from estimators.base import Estimator, EstimatorError
 
 VARIANTS = ("fixed", "equal_cost")
 EQUAL_COST_REFERENCE = "rloo"  # the estimator whose f_evals at study.samples sets the equal-cost budget
+EQUAL_COST_PEERS = ("gumbel",)  # also matched, with RLOO, to an estimator that costs more than the budget
 LARGEST_SAMPLES = 4096  # the equal-cost search gives up above this many samples
 
 
@@ -191,6 +193,10 @@ def roster(
             if smallest is not None and matched is not None:
                 add(name, smallest, f"equal_cost_{name}")
                 add(EQUAL_COST_REFERENCE, matched, f"equal_cost_{name}")
+                for peer in (peer for peer in EQUAL_COST_PEERS if peer in built and peer != name):
+                    count = matching_samples(built[peer], params, objective, evaluations)
+                    if count is not None:
+                        add(peer, count, f"equal_cost_{name}")
     return sorted(members.values(), key=lambda member: (member.name, member.samples)), left_out
 
 
