@@ -27,7 +27,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from estimators.base import Estimator, EstimatorError, Noise, NoiseStream, Objective, noise_stream
+from estimators.base import (
+    Estimator,
+    EstimatorError,
+    Noise,
+    NoiseStream,
+    Objective,
+    coupled_shape,
+    noise_stream,
+)
 
 
 class DisARM(Estimator):
@@ -63,14 +71,10 @@ class DisARM(Estimator):
         first = (1 - uniform < probability).to(logits.dtype)  # b
         second = (uniform < probability).to(logits.dtype)  # b̃, antithetic to b
         bits = torch.cat([first, second])
-        values = f(torch.stack([1 - bits, bits], dim=-1))  # (2P, *B[:k]), one-hot class 1 ⇔ b = 1
-        if values.dim() - 1 > log_odds.dim() or values.shape[0] != 2 * pairs:
-            raise EstimatorError(
-                f"f returned values of shape {tuple(values.shape)} for samples of shape "
-                f"{(2 * pairs, *logits.shape)}; f must return (samples, *batch[:k])."
-            )
+        point = torch.stack([1 - bits, bits], dim=-1)  # one-hot: class 1 ⇔ b = 1
+        values = f(point)  # (2P, *B[:k])
+        coupled = len(coupled_shape(values, log_odds.shape, point.shape))  # the variables f couples
         kept = values.dim() - 1
-        coupled = log_odds.dim() - kept
         difference = (values[:pairs] - values[pairs:]).detach()
         difference = difference.reshape(*difference.shape, *[1] * coupled)  # broadcast over coupled variables
         sign = 1 - 2 * second  # (−1)^b̃

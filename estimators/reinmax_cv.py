@@ -1,4 +1,5 @@
-"""ReinMax-CV: ReinMax plus a control variate weighted by η ("Beyond ReinMax", 2026; the authors' code
+"""ReinMax-CV: ReinMax plus a control variate weighted by η (Wang & Bui 2026, "Beyond ReinMax: Low-Variance
+Gradient Estimators for Discrete Latent Variables", arXiv 2603.08257; the authors' code
 ``danielwang0452/ReinMax_ASC``, method ``reinmax_cv``, run by ``run_reinmax_cv.py`` with η, τ₂).
 
 Forward: D = one_hot(argmax(θ + G)), G standard Gumbel noise: an exact sample of Cat(π₀), π₀ = softmax(θ).

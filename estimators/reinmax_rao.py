@@ -1,5 +1,6 @@
 """ReinMax-Rao: ReinMax with its Jacobian Rao-Blackwellized over Gumbel noise conditioned on the sample
-("Beyond ReinMax", 2026; the authors' code ``danielwang0452/ReinMax_ASC``, method ``reinmax_v3``).
+(Wang & Bui 2026, "Beyond ReinMax: Low-Variance Gradient Estimators for Discrete Latent Variables", arXiv
+2603.08257; the authors' code ``danielwang0452/ReinMax_ASC``, method ``reinmax_v3``).
 
 Forward: D ~ Cat(π₀), π₀ = softmax(θ), one-hot, as ReinMax (``estimators.reinmax``). Backward, with
 g = ∂f/∂D the gradient arriving at the one-hot sample, ReinMax's
