@@ -21,6 +21,12 @@ rebuilt from its tables is the same.
 - **Final table**: the test objective at the end (mean ± 95% t-interval over seeds) per condition and
   optimizer, and each optimizer's difference from the study's ``baseline``, paired over seeds (the same
   seed: the same initialisation and data order).
+- **Held-out check**: where the study names a held-out variant (``tuning.heldout``: another data set or
+  size), the chosen settings rerun there with the same fresh seeds (``heldout/``); per condition, every
+  optimizer's rank interval on the tuned problem and on the variant, and a flag where they do not overlap
+  (the ranking changed). A rank interval is what the 95% intervals allow: best rank 1 + the number of
+  optimizers whose interval lies wholly below this one's, worst rank n − the number whose interval lies
+  wholly above it (lower is better).
 - **Performance profile** (Dolan & Moré 2002) across every problem (study × condition) of the report: an
   optimizer's time to target on a problem is the Kaplan–Meier median over its seeds of the training time
   until the validation objective first reaches the problem's target; r = time / the best optimizer's time on
@@ -43,9 +49,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.formats.tables import markdown_table
-from bench.formats.contract import OK, REPORT_DIR, TUNING_FILE, TUNING_STAGE_ONE_DIR
+from bench.formats.contract import (
+    OK,
+    REPORT_DIR,
+    TUNING_FILE,
+    TUNING_HELDOUT_DIR,
+    TUNING_STAGE_ONE_DIR,
+    TUNING_STAGE_TWO_DIR,
+)
 from bench.formats.names import file_name, inside
+from bench.formats.tables import markdown_table
 from bench.report.statistics import interval
 from bench.report.survival import crossing_time, kaplan_meier
 
@@ -207,12 +220,18 @@ class StageTwo:
     curves: pd.DataFrame
 
 
-def stage_two_runs(document: dict[str, Any], summaries: pd.DataFrame, curves: pd.DataFrame) -> StageTwo:
+def stage_two_runs(
+    document: dict[str, Any], summaries: pd.DataFrame, curves: pd.DataFrame, heldout: bool = False
+) -> StageTwo:
+    """The stage-2 runs of ``document`` among ``summaries`` (``heldout``: its held-out reruns)."""
     rel = document.get("root", "")
     frames = []
     ids = summaries["run"].astype(str)
     for choice in document["choices"]:
-        prefix = (f"{rel}/" if rel else "") + choice["stage_two"].rstrip("/") + "/"
+        folder = choice["stage_two"].rstrip("/")
+        if heldout:  # final/<optimizer>[/<condition>] → heldout/<optimizer>[/<condition>]
+            folder = TUNING_HELDOUT_DIR + folder.removeprefix(TUNING_STAGE_TWO_DIR)
+        prefix = (f"{rel}/" if rel else "") + folder + "/"
         found = summaries[ids.str.startswith(prefix)].copy()
         found["optimizer"] = choice["name"]
         found["condition"] = choice["condition_label"]
@@ -266,6 +285,65 @@ def final_table(document: dict[str, Any], stage_two: StageTwo) -> pd.DataFrame:
                 row[f"{name} − {baseline}"] = found.text() + mark if found.count else "—"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def rank_intervals(values: pd.DataFrame) -> pd.DataFrame:
+    """Per optimizer (``values``: optimizer, seed, value): mean, 95% interval and the rank interval the
+    intervals allow (module docstring: best 1 + #wholly below, worst n − #wholly above; lower is better)."""
+    rows = []
+    for name, group in values.groupby("optimizer", sort=False):
+        found = interval(group["value"])
+        rows.append({"optimizer": name, "found": found, "low": found.low, "high": found.high})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    low = table["low"].where(np.isfinite(table["low"]), table["found"].map(lambda item: item.center))
+    high = table["high"].where(np.isfinite(table["high"]), table["found"].map(lambda item: item.center))
+    count = len(table)
+    table["best"] = [1 + int((high < low.iloc[i]).sum()) for i in range(count)]
+    table["worst"] = [count - int((low > high.iloc[i]).sum()) for i in range(count)]
+    return table
+
+
+def heldout_table(document: dict[str, Any], tuned: StageTwo, heldout: StageTwo) -> pd.DataFrame:
+    """Per condition and optimizer: the test objective and rank interval on the tuned problem and on the
+    held-out variant, and whether the rank intervals are disjoint (the ranking changed)."""
+    rows = []
+    first, second = final_values(tuned.runs), final_values(heldout.runs)
+    for condition in dict.fromkeys(choice["condition_label"] for choice in document["choices"]):
+        ranks = [rank_intervals(data[data["condition"] == condition]) for data in (first, second)]
+        if ranks[0].empty or ranks[1].empty:
+            continue
+        there = ranks[1].set_index("optimizer")
+        for _, row in ranks[0].iterrows():
+            name = row["optimizer"]
+            if name not in there.index:
+                continue
+            other = there.loc[name]
+            changed = row["worst"] < other["best"] or other["worst"] < row["best"]
+            rows.append(
+                {
+                    "condition": condition,
+                    "optimizer": name,
+                    "tuned problem": row["found"].text(),
+                    "rank": rank_text(row["best"], row["worst"]),
+                    "held-out variant": other["found"].text(),
+                    "held-out rank": rank_text(other["best"], other["worst"]),
+                    "ranking changed": "**yes**" if changed else "no",
+                }
+            )
+    table = pd.DataFrame(rows)
+    if not table.empty and table["condition"].nunique() == 1:
+        table = table.drop(columns="condition")
+    return table
+
+
+def rank_text(best: int, worst: int) -> str:
+    return str(best) if best == worst else f"{best}–{worst}"
+
+
+def heldout_text(document: dict[str, Any]) -> str:
+    return ", ".join(f"`{key}={value_text(value)}`" for key, value in (document.get("heldout") or {}).items())
 
 
 def value_text(value: Any) -> str:
@@ -482,7 +560,7 @@ def figure_profile(table: pd.DataFrame, directory: Path, stem: str) -> str:
     finite = table.loc[np.isfinite(table["ratio"]), "ratio"]
     largest = max(4.0, float(finite.max()) * 1.1 if not finite.empty else 4.0)
     rhos = np.geomspace(1.0, largest, 200)
-    figure, axis = plt.subplots(figsize=(5.2, 3.4))
+    figure, axis = plt.subplots(figsize=(7.4, 3.6))
     rows = []
     for name in names:
         ratios = table.loc[table["optimizer"] == name, "ratio"]
@@ -499,7 +577,9 @@ def figure_profile(table: pd.DataFrame, directory: Path, stem: str) -> str:
     axis.set_xlabel("ρ (time to target / best optimizer's time)")
     axis.set_ylabel("fraction of problems within ρ")
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=7)
+    # Outside the frame, on the right: inside, the legend hid the curves it names.
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+    figure.subplots_adjust(right=0.66)
     figure.suptitle("Performance profile of the tuned optimizers", fontsize=9)
     return save(figure, directory, stem, pd.DataFrame(rows))
 
@@ -526,107 +606,144 @@ def tuning_section(directory: Path, summaries: pd.DataFrame, curves: pd.DataFram
     targets: list[str] = []
     for index, document in enumerate(documents):
         name = study_name(document, document.get("root", ""))
-        budget = budget_text(document)
-        stem = f"tuning_{index:02d}"
+        lines += [f"### {name} ({document.get('task', '')})", ""]
+        lines += study_lines(
+            document, name, summaries, curves, directory, f"tuning_{index:02d}", problems, targets
+        )
+    lines += profile_lines(problems, targets, directory, "###")
+    return "\n".join(lines) + "\n"
+
+
+def study_lines(
+    document: dict[str, Any],
+    name: str,
+    summaries: pd.DataFrame,
+    curves: pd.DataFrame,
+    directory: Path,
+    stem: str,
+    problems: dict[str, dict[str, float]],
+    targets: list[str],
+) -> list[str]:
+    """One tuned study's part (its figures written into ``directory`` as ``<stem>_*``): the choices, the
+    learning-rate sensitivity, the tuned settings over steps and time, the final table, the held-out check;
+    adds its problems' times to target to ``problems`` and ``targets`` (for ``profile_lines``)."""
+    budget = budget_text(document)
+    lines = [
+        f"Rule: {document['rule']}. Stage-1 seeds {document['seeds']}, stage-2 seeds "
+        f"{document['final_seeds']}; {budget}.",
+        "",
+        markdown_table(choices_table(document)),
+        "",
+    ]
+    edges = [choice for choice in document["choices"] if choice["at_edge"]]
+    if edges:
         lines += [
-            f"### {name} ({document.get('task', '')})",
-            "",
-            f"Rule: {document['rule']}. Stage-1 seeds {document['seeds']}, stage-2 seeds "
-            f"{document['final_seeds']}; {budget}.",
-            "",
-            markdown_table(choices_table(document)),
+            f"{len(edges)} choice(s) at the edge of the grid: the best setting may lie outside it "
+            "(widen the grid before trusting those comparisons).",
             "",
         ]
-        edges = [choice for choice in document["choices"] if choice["at_edge"]]
-        if edges:
+    sensitivity = sensitivity_table(document)
+    if not sensitivity.empty:
+        figure = figure_sensitivity(sensitivity, document, directory, f"{stem}_sensitivity")
+        lines += [
+            f"![learning-rate sensitivity]({figure})",
+            "",
+            f"Final {metric_of(document)} of every stage-1 run against the learning rate (line: mean "
+            f"over the {len(document['seeds'])} stage-1 seeds; dots: seeds; ★: the chosen setting; "
+            "▲: above the frame; ×: diverged or failed; other tuned axes at their best for each "
+            "learning rate); "
+            f"{budget}.",
+            "",
+        ]
+    stage_two = stage_two_runs(document, summaries, curves)
+    if stage_two.runs.empty:
+        return [*lines, "Stage 2 has not run yet: no runs below its folders.", ""]
+    figure = figure_tuned_curves(stage_two, document, directory, f"{stem}_curves")
+    lines += [
+        f"![tuned settings over steps and time]({figure})",
+        "",
+        "The tuned settings' test objective over steps (top) and over training time (bottom: step × the "
+        f"run's median step time), mean ± 95% t-interval over the {len(document['final_seeds'])} fresh "
+        f"seeds; {budget}.",
+        "",
+        f"Test objective at the end (`final_loss`) per condition and tuned optimizer, and the difference "
+        f"from `{document.get('baseline')}` paired over seeds ((lower)/(higher): the interval excludes "
+        "0); "
+        f"{budget}:",
+        "",
+        markdown_table(final_table(document, stage_two)),
+        "",
+    ]
+    if document.get("heldout"):
+        heldout = stage_two_runs(document, summaries, curves, heldout=True)
+        table = heldout_table(document, stage_two, heldout) if not heldout.runs.empty else pd.DataFrame()
+        if table.empty:
+            lines += [f"Held-out variant ({heldout_text(document)}): not run yet.", ""]
+        else:
+            changed = int((table["ranking changed"] != "no").sum())
             lines += [
-                f"{len(edges)} choice(s) at the edge of the grid: the best setting may lie outside it "
-                "(widen the grid before trusting those comparisons).",
+                f"**Held-out check.** The chosen settings rerun with the same {len(document['final_seeds'])} "
+                f"fresh seeds on a variant they were not tuned on ({heldout_text(document)}): test "
+                "objective (mean ± 95% t-interval) and rank interval (1 = lowest objective; an interval "
+                "spans the ranks the 95% intervals allow) on each; the ranking changed where the rank "
+                f"intervals do not overlap: {changed} of {len(table)} optimizer(s).",
+                "",
+                markdown_table(table),
                 "",
             ]
-        sensitivity = sensitivity_table(document)
-        if not sensitivity.empty:
-            figure = figure_sensitivity(sensitivity, document, directory, f"{stem}_sensitivity")
-            lines += [
-                f"![learning-rate sensitivity]({figure})",
-                "",
-                f"Final {metric_of(document)} of every stage-1 run against the learning rate (line: mean "
-                f"over the {len(document['seeds'])} stage-1 seeds; dots: seeds; ★: the chosen setting; "
-                "▲: above the frame; ×: diverged or failed; other tuned axes at their best for each "
-                "learning rate); "
-                f"{budget}.",
-                "",
-            ]
-        stage_two = stage_two_runs(document, summaries, curves)
-        if stage_two.runs.empty:
-            lines += ["Stage 2 has not run yet: no runs below its folders.", ""]
-            continue
-        figure = figure_tuned_curves(stage_two, document, directory, f"{stem}_curves")
-        lines += [
-            f"![tuned settings over steps and time]({figure})",
-            "",
-            "The tuned settings' test objective over steps (top) and over training time (bottom: step × the "
-            f"run's median step time), mean ± 95% t-interval over the {len(document['final_seeds'])} fresh "
-            f"seeds; {budget}.",
-            "",
-            f"Test objective at the end (`final_loss`) per condition and tuned optimizer, and the difference "
-            f"from `{document.get('baseline')}` paired over seeds ((lower)/(higher): the interval excludes "
-            "0); "
-            f"{budget}:",
-            "",
-            markdown_table(final_table(document, stage_two)),
-            "",
-        ]
-        for condition, problem in stage_two.curves.groupby("condition", sort=False):
-            key = f"{name} [{condition}]" if condition != "default" else name
-            times, target, source = problem_times(
-                problem, stage_two.runs[stage_two.runs["condition"] == condition]
-            )
-            if target is not None and times:
-                problems[key] = times
-                targets.append(f"{key}: {source}")
-    if len(problems) >= 3:
-        table = profile_table(problems)
-        figure = figure_profile(table, directory, "tuning_profile")
-        summary = []
-        for optimizer, group in table.groupby("optimizer"):
-            row = {"optimizer": optimizer, "problems": len(group)}
-            for rho in PROFILE_RATIOS:
-                row[f"within {rho:g}×"] = f"{profile_fraction(group['ratio'], rho):.2f}"
-            row["target not reached"] = int((~np.isfinite(group["ratio"])).sum())
-            summary.append(row)
-        lines += [
-            "### Performance profile across problems",
-            "",
-            f"![performance profile]({figure})",
-            "",
-            f"{len(problems)} problems (study × condition), each optimizer on the problems where it was "
-            "tuned. Time to target: Kaplan–Meier median over the fresh seeds of the training time until the "
-            "validation objective first reaches the problem's target (Moré & Wild's test with τ = 0.1: 90% "
-            "of the way from the initial value to the best final mean of any tuned optimizer); ratio to the "
-            "best optimizer's time on the problem; ∞ where half of the seeds never reach it. Every optimizer "
-            "was tuned with its study's budget (above).",
-            "",
-            markdown_table(pd.DataFrame(summary)),
-            "",
-            "Per problem: " + "; ".join(targets) + ".",
-            "",
-            markdown_table(
-                table.assign(
-                    time_s=table["time_s"].map(
-                        lambda value: "∞" if not math.isfinite(value) else f"{value:.3g}"
-                    ),
-                    ratio=table["ratio"].map(
-                        lambda value: "∞" if not math.isfinite(value) else f"{value:.2f}"
-                    ),
-                ).rename(columns={"time_s": "median time to target (s)", "ratio": "ratio to best"})
-            ),
-            "",
-        ]
-    elif problems:
-        lines += [
+    for condition, problem in stage_two.curves.groupby("condition", sort=False):
+        key = f"{name} [{condition}]" if condition != "default" else name
+        times, target, source = problem_times(
+            problem, stage_two.runs[stage_two.runs["condition"] == condition]
+        )
+        if target is not None and times:
+            problems[key] = times
+            targets.append(f"{key}: {source}")
+    return lines
+
+
+def profile_lines(
+    problems: dict[str, dict[str, float]], targets: list[str], directory: Path, heading: str
+) -> list[str]:
+    """The performance profile across ``problems`` (at least 3), with its tables; a sentence with fewer."""
+    if len(problems) < 3:
+        if not problems:
+            return []
+        return [
             f"No performance profile: it needs at least 3 problems (study × condition), this report has "
             f"{len(problems)}; report a folder holding several studies (e.g. results/tuned).",
             "",
         ]
-    return "\n".join(lines) + "\n"
+    table = profile_table(problems)
+    figure = figure_profile(table, directory, "tuning_profile")
+    summary = []
+    for optimizer, group in table.groupby("optimizer"):
+        row = {"optimizer": optimizer, "problems": len(group)}
+        for rho in PROFILE_RATIOS:
+            row[f"within {rho:g}×"] = f"{profile_fraction(group['ratio'], rho):.2f}"
+        row["target not reached"] = int((~np.isfinite(group["ratio"])).sum())
+        summary.append(row)
+    return [
+        f"{heading} Performance profile across problems",
+        "",
+        f"![performance profile]({figure})",
+        "",
+        f"{len(problems)} problems (study × condition), each optimizer on the problems where it was "
+        "tuned. Time to target: Kaplan–Meier median over the fresh seeds of the training time until the "
+        "validation objective first reaches the problem's target (Moré & Wild's test with τ = 0.1: 90% "
+        "of the way from the initial value to the best final mean of any tuned optimizer); ratio to the "
+        "best optimizer's time on the problem; ∞ where half of the seeds never reach it. Every optimizer "
+        "was tuned with its study's budget (above).",
+        "",
+        markdown_table(pd.DataFrame(summary)),
+        "",
+        "Per problem: " + "; ".join(targets) + ".",
+        "",
+        markdown_table(
+            table.assign(
+                time_s=table["time_s"].map(lambda value: "∞" if not math.isfinite(value) else f"{value:.3g}"),
+                ratio=table["ratio"].map(lambda value: "∞" if not math.isfinite(value) else f"{value:.2f}"),
+            ).rename(columns={"time_s": "median time to target (s)", "ratio": "ratio to best"})
+        ),
+        "",
+    ]

@@ -22,13 +22,13 @@ import matplotlib
 import pandas as pd
 import seaborn
 
-from bench.formats.contract import OK, PROBE_FIELDS, SUMMARY_FILE
+from bench.formats.contract import OK, PROBE_FIELDS, SUMMARY_FILE, TUNING_STAGE_ONE_DIR
 from bench.formats.errors import ConfigError
 from bench.formats.names import file_name, inside, is_safe
+from bench.formats.tables import markdown_table
 from bench.report.declarations import Panel, task_declaration
 from bench.report.figures import WRITTEN, figure_bias_variance, figure_panels, figure_scale, output
 from bench.report.gradients import error_parts
-from bench.formats.tables import markdown_table
 from bench.report.markdown import GENERIC_PANELS, analyse, main_table, section_lines
 from bench.report.palette import palette_for
 from bench.report.publish.studies import DEFAULT_BUDGET, STUDIES, PageStudy
@@ -45,6 +45,8 @@ from bench.report.same_point.statistics import (
 )
 from bench.report.same_point.tables import STUDY_TABLES, collect_study_tables, read_study_tables
 from bench.report.statistics import on_log_scale
+from bench.report.tuning import TUNING_DIR, collect_tuning, profile_lines, read_studies
+from bench.report.tuning import study_lines as tuned_study_lines
 from bench.report.write import curves_of, numeric
 
 PAGE = "README.md"
@@ -105,12 +107,16 @@ def write_study_tables(root: Path, study: PageStudy, directory: Path) -> bool:
     """The tidy tables of ``study``'s runs in ``directory``, replacing what was there; False (and the tables
     there left as they are) when it has no runs."""
     folder = study_folder(root, study) / study.runs
-    runs = load_runs(folder) if folder.is_dir() else None
+    tuned = "tuned" in study.figures  # the whole tuned study: stage 2 and held-out runs, and tuning.json
+    skip = (f"{TUNING_STAGE_ONE_DIR}/",) if tuned else ()
+    runs = load_runs(folder, skip=skip) if folder.is_dir() else None
     if runs is None or runs.summaries.empty:
         return False
     directory.mkdir(parents=True, exist_ok=True)
     for name in TABLES:
         inside(directory, name).unlink(missing_ok=True)
+    if tuned:
+        collect_tuning(folder, directory)
     summaries = runs.summaries
     summaries["root"] = str(study_folder(Path(root.name), study) / study.runs)
     summaries["finished"] = finished_dates(folder, summaries["run"])
@@ -215,11 +221,40 @@ def render_page(out: Path, studies: tuple[PageStudy, ...] = STUDIES) -> Path:
         raise FileNotFoundError(f"no study tables (<study>/{SUMMARY_TABLE}) in {out}")
     summaries = {name: read_tables(directory).summaries for name, directory in tables.items()}
     lines = header_lines(studies, summaries)
+    problems: dict[str, dict[str, float]] = {}  # the tuned studies' problems, for one profile across them
+    targets: list[str] = []
     for study in studies:
         print(f"  rendering {study.name}", flush=True)
-        lines += study_lines(study, out / study.name) if study.name in tables else missing_lines(study)
+        if study.name in tables:
+            lines += study_lines(study, out / study.name, problems, targets)
+        else:
+            lines += missing_lines(study)
+        if study.name == last_tuned(studies, tables):
+            lines += profile_part(study, out / study.name, problems, targets)
     inside(out, PAGE).write_text("\n".join(lines).rstrip("\n") + "\n")
     return out / PAGE
+
+
+def last_tuned(studies: tuple[PageStudy, ...], tables: dict[str, Path]) -> str | None:
+    """The last tuned study with tables: the performance profile across the tuned studies follows it."""
+    names = [study.name for study in studies if "tuned" in study.figures and study.name in tables]
+    return names[-1] if names else None
+
+
+def profile_part(
+    study: PageStudy, directory: Path, problems: dict[str, dict[str, float]], targets: list[str]
+) -> list[str]:
+    """The performance profile across the tuned studies' problems, its figure in ``study``'s folder."""
+    first = len(WRITTEN)
+    with output(DPI, pdf=False):
+        lines = profile_lines(problems, targets, directory, "##")
+    listed = directory / WRITTEN_LIST
+    known = listed.read_text().splitlines() if listed.is_file() else []
+    names = sorted({*known, *(path.name for path in WRITTEN[first:] if path.parent == directory)})
+    inside(directory, WRITTEN_LIST).write_text("".join(f"{name}\n" for name in names))
+    if lines and lines[0].startswith("## "):
+        lines[0] = "## Tuned optimizers: performance profile across the problems above"
+    return relink(lines, study.name)
 
 
 def command_of(study: PageStudy) -> str:
@@ -338,8 +373,14 @@ def relink(lines: list[str], folder: str) -> list[str]:
     return [re.sub(r"!\[([^\]]*)\]\(([^)/]+)\)", rf"![\1]({folder}/\2)", line) for line in lines]
 
 
-def study_lines(study: PageStudy, directory: Path) -> list[str]:
-    """A study's part of the page, rendered from its tables in ``directory`` (figures written there)."""
+def study_lines(
+    study: PageStudy,
+    directory: Path,
+    problems: dict[str, dict[str, float]] | None = None,
+    targets: list[str] | None = None,
+) -> list[str]:
+    """A study's part of the page, rendered from its tables in ``directory`` (figures written there); a
+    tuned study adds its problems' times to target to ``problems`` and ``targets``."""
     clear_figures(directory)
     first = len(WRITTEN)
     tables = read_tables(directory)
@@ -350,11 +391,45 @@ def study_lines(study: PageStudy, directory: Path) -> list[str]:
     with output(DPI, pdf=False):
         if "study" in study.figures:
             lines += same_point_lines(directory)
+        elif "tuned" in study.figures:
+            lines += tuned_lines(study, directory, summaries, curves, problems, targets)
         else:
             for task in sorted(summaries["task"].unique()):
                 lines += task_part(study, task, summaries, curves[curves["task"] == task], palette, directory)
     record_written(directory, WRITTEN[first:])
     return relink(lines, study.name)
+
+
+def tuned_lines(
+    study: PageStudy,
+    directory: Path,
+    summaries: pd.DataFrame,
+    curves: pd.DataFrame,
+    problems: dict[str, dict[str, float]] | None,
+    targets: list[str] | None,
+) -> list[str]:
+    """A tuned study (``python -m bench.tune``) from its tables and its ``tuning.json`` (copied into
+    ``directory/tuning/``): the choices, the learning-rate sensitivity, the tuned settings over steps and
+    time, the final table with the differences from the baseline, and the held-out check
+    (``bench.report.tuning``), every table headed by the optimizer."""
+    documents = read_studies(directory)
+    if not documents:
+        return [f"No `{TUNING_DIR}/` copy of the study's tuning.json beside its tables.", ""]
+    # The tuning part finds runs by their folders (final/..., heldout/...): the tables' short run names
+    # mapped back.
+    folders = dict(zip(summaries["run"], summaries["folder"], strict=True))
+    summaries = summaries.assign(run=summaries["folder"])
+    curves = curves.assign(run=curves["run"].map(folders))
+    return tuned_study_lines(
+        documents[0],
+        study.title,
+        summaries,
+        curves,
+        directory,
+        file_name(study.name),
+        {} if problems is None else problems,
+        [] if targets is None else targets,
+    )
 
 
 def facts(study: PageStudy, summaries: pd.DataFrame) -> list[str]:
@@ -584,9 +659,15 @@ def study_sentences(study: pd.DataFrame, paired: pd.DataFrame) -> dict[str, str]
 
 
 def copy_tables(source: Path, target: Path, studies: tuple[PageStudy, ...] = STUDIES) -> None:
-    """The committed tables of ``source`` (a page folder) copied into ``target``, study by study."""
+    """The committed tables of ``source`` (a page folder) copied into ``target``, study by study (with a tuned
+    study's copy of its tuning.json)."""
     for study in studies:
         for name in TABLES:
             if (source / study.name / name).is_file():
                 (target / study.name).mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source / study.name / name, target / study.name / name)
+        documents = source / study.name / TUNING_DIR  # a tuned study's tuning.json, beside its tables
+        if documents.is_dir():
+            (target / study.name / TUNING_DIR).mkdir(parents=True, exist_ok=True)
+            for document in sorted(documents.glob("*.json")):
+                shutil.copyfile(document, target / study.name / TUNING_DIR / document.name)
