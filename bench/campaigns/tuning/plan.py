@@ -217,10 +217,57 @@ class TuningPlan:
         return sweeps
 
 
-def plan_from_command_line(overrides: list[str]) -> TuningPlan:
-    """Check the command line and compose what the protocol needs; ConfigError when something is wrong."""
+def group_value(override: str, group: str) -> str | None:
+    """The option an override chooses for a config group (``task=custom``: ``custom``), else None."""
+    key, equals, value = override.partition("=")
+    return value if equals and key.lstrip("+") == group else None
+
+
+def task_reset(base: list[str]) -> list[str]:
+    """Overrides that undo what an experiment set in the task node when the command line chose another task.
+
+    An experiment (``# @package _global_``) that chooses a task and sets its keys (``task: {dim: 16}``) sets
+    them on whatever task the command line chooses instead: ``+experiment=optimizers_toy_tuned task=custom``
+    would hand ``dim=16`` to the custom task's factory. ``task=`` on the command line resets the task node:
+    each top-level task key whose value is not the one that task and the command line's own ``task.*``
+    overrides give is set back to it (``task.KEY=VALUE``) or deleted (``~task.KEY``)."""
     from omegaconf import OmegaConf
 
+    chosen = [value for item in base if (value := group_value(item, "task")) is not None]
+    experiments = [item for item in base if group_value(item, "experiment") is not None]
+    if not chosen or not experiments:
+        return []
+    others = [item for item in base if item.lstrip("+~").split("=")[0].split(".")[0] != "task"]
+    if str(compose(others, hydra=True).hydra.runtime.choices.task) == chosen[-1]:
+        return []  # the experiment's own task: its settings are meant for it
+    mixed = OmegaConf.to_container(compose(base).task, resolve=False)
+    clean = OmegaConf.to_container(
+        compose([item for item in base if item not in experiments]).task, resolve=False
+    )
+    reset = []
+    for key, value in mixed.items():
+        if key not in clean:
+            reset.append(f"~task.{key}")
+        elif value != clean[key]:
+            if isinstance(clean[key], dict):
+                raise ConfigError(
+                    f"the experiment sets task.{key} for its own task, and task={chosen[-1]} has a "
+                    f"task.{key} of its own: set it on the command line (task.{key}.KEY=VALUE) or drop the "
+                    "experiment."
+                )
+            reset.append(f"task.{key}={text(clean[key])}")
+    return reset
+
+
+def plan_from_command_line(overrides: list[str], options: Any = None) -> TuningPlan:
+    """Check the command line and compose what the protocol needs; ConfigError when something is wrong.
+
+    ``options``: a ``bench.campaigns.tuning.command_line.CommandLineTuning`` (``--optimizers``, ``--grid``,
+    ...), which makes the study's ``tuning`` node or changes an experiment's."""
+    from omegaconf import OmegaConf
+
+    from bench.campaigns.tuning.command_line import tuning_node
+    from bench.formats.names import safe_name
     from bench.run.preflight import check_names, parse
 
     parsed = parse(overrides)
@@ -243,10 +290,22 @@ def plan_from_command_line(overrides: list[str]) -> TuningPlan:
                 "values in tuning.conditions (tuned separately) or in an optimizer's grid."
             )
     base = [item for item in run_overrides if not item.startswith("hydra.sweep.dir=")]
+    base += task_reset(base)  # task= on the command line: the experiment's task keys do not leak into it
     plain = compose(base, hydra=True)
     settings = compose([*base, *spec_overrides]) if spec_overrides else plain
     node = settings.get("tuning")
-    spec = parse_spec(None if node is None else OmegaConf.to_container(node, resolve=True))
+    node = None if node is None else OmegaConf.to_container(node, resolve=True)
+    if options is not None and options.given():
+
+        configs: dict[str, Any] = {}
+
+        def has_key(option: str, key: str) -> bool:
+            if option not in configs:
+                configs[option] = compose([*base, f"optimizer={option}"])
+            return OmegaConf.select(configs[option], key, default=None) is not None
+
+        node = tuning_node(options, node, has_key)
+    spec = parse_spec(node)
     if "tuning" in plain:
         base.append("~tuning")  # the runs do not carry the study's settings (their digests stay put)
     swept = plain.hydra.sweeper.get("params") or {}
@@ -257,6 +316,8 @@ def plan_from_command_line(overrides: list[str]) -> TuningPlan:
         )
     if root_given is None:
         root_given = OmegaConf.to_container(plain.hydra.sweep, resolve=False)["dir"]
+        if "${" in root_given and node is not None and "tuning" not in plain:  # the command line's study
+            root_given = f"results/tuned/{safe_name(plain.task.name)}"
         if "${" in root_given:
             raise ConfigError(
                 "the study needs a fixed folder to resume in: give hydra.sweep.dir=DIR (a tuned experiment "
