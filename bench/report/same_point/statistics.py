@@ -6,9 +6,9 @@ one trajectory are correlated, the seeds are not: Field & Welsh 2007, resampling
 the 95% t-interval of the mean of those per-seed values, on the log scale for ratios (the per-seed log
 ratio of an estimator's MSE to the baseline's). Its coverage at 5 seeds, in a simulation of this very
 statistic (``bench.report.same_point.coverage``), is 0.95 within its binomial band for normal and for
-heavy-tailed (log-normal) draws; the percentile bootstrap over 5 seeds it replaces covers about 0.85
-(it resamples 5 values, whose spread it underestimates by the factor √(4/5) and whose few distinct means
-make its quantiles too narrow). With fewer than ``MINIMUM_SEEDS`` seeds no interval is given.
+heavy-tailed (log-normal) draws; the percentile bootstrap over 5 seeds it replaces covers about 0.83 (its
+spread is the plug-in one, √(4/5) of the sample's, and its quantiles are the normal's where 4 degrees of
+freedom call for Student's t). With fewer than ``MINIMUM_SEEDS`` seeds no interval is given.
 
 Bias verdicts. A table's verdicts are Holm-adjusted over the probes of that table (every estimator × seed ×
 checkpoint it summarises: ``bias_adjusted``), so that the chance of calling any unbiased estimator of the
