@@ -132,9 +132,11 @@ NOT_PART_OF_THE_RUN = (
     "resume",
     "checkpoint.steps",
     "checkpoint.every",
+    "logger",
 )
 """Keys that change how a run is shown, scheduled or saved, not what it computes (``task.report``: the
-figures and columns a task asks the report for; ``resume`` and ``checkpoint.*``: ``bench.run.checkpoint``).
+figures and columns a task asks the report for; ``resume`` and ``checkpoint.*``: ``bench.run.checkpoint``;
+``logger``: where the run's numbers are also sent, ``bench.run.tracking``).
 Hydra's ``override_dirname.exclude_keys`` (``conf/config.yaml``) must equal this list, so that a sweep has
 one folder per configuration and seed whatever these keys say (a test checks it). ``config_digest`` leaves
 them out."""

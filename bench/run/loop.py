@@ -45,12 +45,17 @@ class Recorder:
     directory: Path
     rows: list[tuple[int, str, float]] = field(default_factory=list)
     completed_steps: int = 0  # training steps finished so far: what a failed or interrupted run reports
+    tracker: Any = None  # bench.run.tracking (logger=tensorboard|mlflow): gets the rows as they are written
+    sent: int = 0  # rows the tracker has
 
     def add(self, step: int, values: dict[str, float]) -> None:
         self.rows.extend((step, name, float(value)) for name, value in values.items())
 
     def flush(self) -> None:
         write_metrics(self.directory / METRICS_FILE, self.rows)
+        if self.tracker is not None and self.sent < len(self.rows):
+            self.tracker.log_rows(self.rows[self.sent :])
+            self.sent = len(self.rows)
 
 
 def finite_gradients(parameters: list[torch.Tensor]) -> bool:

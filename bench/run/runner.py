@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from hydra.utils import get_object
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from bench.formats.contract import (
     DIVERGED,
@@ -37,6 +37,7 @@ from bench.run.device import PeakMemory, device_name, run_device
 from bench.run.loop import Diverged, Recorder, train
 from bench.run.signals import Interrupted, StopSignals
 from bench.run.sweep import config_digest, variant_digest
+from bench.run.tracking import tracker_for
 from bench.tasks.base import Task
 from estimators.base import EstimatorError
 
@@ -62,7 +63,7 @@ def run(config: DictConfig, directory: Path, study: StudyHook | None = None) -> 
     """
     directory = Path(directory)
     started = time.perf_counter()
-    recorder = Recorder(directory)
+    recorder = Recorder(directory, tracker=tracker_for(config, directory))  # logger=tensorboard|mlflow
     summary = empty_summary()
     summary.update(
         task=config.task.name,
@@ -185,6 +186,8 @@ def run(config: DictConfig, directory: Path, study: StudyHook | None = None) -> 
         if recorder.rows:
             recorder.flush()
         write_summary(directory / SUMMARY_FILE, summary)
+        if recorder.tracker is not None:  # the summary, as run parameters and final metrics
+            recorder.tracker.finish(summary, OmegaConf.to_container(config, resolve=True))
     finally:
         signals.restore()
     if isinstance(pending, Interrupted) or signals.requested is not None:

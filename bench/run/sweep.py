@@ -254,13 +254,17 @@ def swept_keys(overrides: Iterable[str]) -> list[str]:
     return keys
 
 
+def is_excluded(key: str, excluded: tuple[str, ...]) -> bool:
+    """Whether an override's key is one of the ``excluded`` keys or lies below one (``logger.dir``)."""
+    key = key.lstrip("+~")
+    return any(key == name or key.startswith(f"{name}.") for name in excluded)
+
+
 def overrides_digest(overrides: Iterable[str], excluded: Iterable[str] = NOT_PART_OF_THE_RUN) -> str:
     """8 hex digits of the sha256 of a run's overrides as written, in sorted order, without the ``excluded``
     keys (those that do not change what a run computes): the run's identity in its folder's name."""
-    excluded = set(excluded)
-    kept = sorted(
-        override for override in overrides if override.split("=", 1)[0].lstrip("+~") not in excluded
-    )
+    excluded = tuple(excluded)
+    kept = sorted(override for override in overrides if not is_excluded(override.split("=", 1)[0], excluded))
     return hashlib.sha256("\n".join(kept).encode("utf-8", "surrogatepass")).hexdigest()[:DIGEST_LENGTH]
 
 
@@ -274,7 +278,7 @@ def run_folder_name(
     values = {}
     for override in parsed(overrides):
         key = override.key_or_group
-        if key.lstrip("+~") not in excluded and not override.is_delete():
+        if not is_excluded(key, excluded) and not override.is_delete():
             values[key] = override.get_value_element_as_str()
     shown = list(values) if swept is None else [key for key in swept if key in values]
     readable = ",".join(f"{key}={values[key][:VALUE_LIMIT]}" for key in shown)
