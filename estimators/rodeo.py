@@ -74,8 +74,9 @@ class SteinControlNetwork(nn.Module):
     def forward(self, x: Tensor, z: Tensor) -> Tensor:
         """g_φ at inputs x and z of shapes that broadcast together (z once per data point for its D
         neighbours), shape (*broadcast, 2)."""
-        hidden = self.input_x(x.unsqueeze(-1)) + self.input_z(z.unsqueeze(-1))
-        return self.output(nn.functional.leaky_relu(hidden, SLOPE))
+        dtype = self.output.weight.dtype  # computed in the network's dtype, returned in the input's
+        hidden = self.input_x(x.unsqueeze(-1).to(dtype)) + self.input_z(z.unsqueeze(-1).to(dtype))
+        return self.output(nn.functional.leaky_relu(hidden, SLOPE)).to(x.dtype)
 
 
 def leave_one_out(values: Tensor) -> Tensor:

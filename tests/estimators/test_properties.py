@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from estimators import (
+    RODEO,
     DisARM,
     Exact,
     Gaussian,
@@ -31,6 +32,8 @@ from estimators import (
     GumbelST,
     MeasureValued,
     ReinMax,
+    ReinMaxCV,
+    ReinMaxRao,
     Reparam,
     ScoreFunction,
     StraightThrough,
@@ -48,6 +51,9 @@ CATEGORICAL: dict[str, tuple[Callable[[float], torch.nn.Module], int, bool, bool
     "gumbel_st": (lambda tau: GumbelST(tau=tau), 1, False, False),
     "st": (lambda tau: StraightThrough(tau=tau), 1, False, False),
     "reinmax": (lambda tau: ReinMax(tau=max(tau, 1.0)), 1, False, False),  # ReinMax needs τ >= 1
+    "reinmax_rao": (lambda tau: ReinMaxRao(draws=2, tau=tau), 1, False, False),
+    "reinmax_cv": (lambda tau: ReinMaxCV(draws=2, tau=max(tau, 1.0), tau2=tau), 1, False, False),
+    "rodeo": (lambda tau: RODEO(), 2, False, True),
     "gumbel_rao": (lambda tau: GumbelRao(draws=4, tau=tau), 1, False, False),
     "exact": (lambda tau: Exact(), 1, False, False),
     "disarm": (lambda tau: DisARM(), 2, True, True),
