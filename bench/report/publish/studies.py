@@ -189,6 +189,30 @@ STUDIES: tuple[PageStudy, ...] = (
             ),
         )
     ),
+    PageStudy(
+        "optimizers_embedding_tuned",
+        "When does lazy Adam beat Adam? (tuned)",
+        ("+experiment=optimizers_embedding_tuned", "tuning.seeds=[0]"),
+        "Adam, lazy Adam, torch's SparseAdam and AdamW on the embedding task as the fraction of rows touched "
+        "per step (vocabulary 1,000 or 30,000 rows) and the skew of token frequencies (Zipf 0.8 or 1.3) "
+        "vary, each optimizer tuned separately in each of the 4 conditions (five learning rates, one seed; "
+        "reduced from the experiment's two), 300 steps; held out: another generated data set "
+        "(`task.data_seed=1`). The lazy Adam answer is the `lazy_adam − adam` column of the final table.",
+        ("tuned",),
+        "bench.tune",
+    ),
+    PageStudy(
+        "optimizers_vae_tuned",
+        "Estimator × optimizer on the 3 × 8 VAE (tuned)",
+        ("+experiment=optimizers_vae_tuned", "tuning.seeds=[0]"),
+        "Adam, Lookahead(Adam) and SGD with momentum, each tuned separately for each estimator (score "
+        "function without a baseline, RLOO, straight-through Gumbel-Softmax, ReinMax; S = 2) on the digits "
+        "VAE with 3 latents of 8 classes (one stage-1 seed, reduced from the experiment's two), 600 steps; "
+        "held out: 4 latents instead of 3. The final table is the estimator × optimizer table: does "
+        "Lookahead help more with high-variance estimators?",
+        ("tuned",),
+        "bench.tune",
+    ),
 )
 
 
