@@ -133,10 +133,12 @@ NOT_PART_OF_THE_RUN = (
     "checkpoint.steps",
     "checkpoint.every",
     "logger",
+    "task.mirror",
 )
 """Keys that change how a run is shown, scheduled or saved, not what it computes (``task.report``: the
 figures and columns a task asks the report for; ``resume`` and ``checkpoint.*``: ``bench.run.checkpoint``;
-``logger``: where the run's numbers are also sent, ``bench.run.tracking``).
+``logger``: where the run's numbers are also sent, ``bench.run.tracking``; ``task.mirror``: where data files
+are downloaded from, checked against the same checksums, ``bench.tasks.download``).
 Hydra's ``override_dirname.exclude_keys`` (``conf/config.yaml``) must equal this list, so that a sweep has
 one folder per configuration and seed whatever these keys say (a test checks it). ``config_digest`` leaves
 them out."""

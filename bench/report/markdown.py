@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.formats.tables import markdown_table
 from bench.formats.contract import OK, STATUSES
+from bench.formats.tables import markdown_table
 from bench.report.comparisons import (
     MINIMUM_TASKS,
     Ranking,
@@ -26,6 +26,7 @@ from bench.report.comparisons import (
     rank_text,
     shared_estimators,
 )
+from bench.report.conclusions import conclusions
 from bench.report.declarations import Declaration, Panel, Section, task_declaration
 from bench.report.figures import (
     figure_bias_variance,
@@ -562,6 +563,7 @@ def task_section(
     for section in analysis.declaration.sections:
         lines += section_lines(task, section, runs, curves, palette, directory)
     lines += figure_lines(task, analysis, palette, directory, target, options)
+    lines[2:2] = conclusions(analysis, rankings)  # first under the task's heading: what the numbers support
     return lines, rankings
 
 

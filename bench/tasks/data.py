@@ -1,7 +1,11 @@
 """Data shared by the tasks: image loaders and binarization, the seeded epoch sampler, MLPs.
 
-Nothing is downloaded. Every loader gives grey levels in [0, 1], (N, pixels) float32, in three disjoint
-splits (train, validation, test); ``binarization`` then turns them into the task's pixels.
+Every loader gives grey levels in [0, 1], (N, pixels) float32, in three disjoint splits (train, validation,
+test); ``binarization`` then turns them into the task's pixels. ``mnist``, ``fashion_mnist``, ``omniglot`` and
+``binarized_mnist`` download their files on first use into a cache folder (``task.path``, else
+``$GRADBENCH_DATA/<data>``, else ``~/.cache/gradbench/<data>``), verified against their published checksums
+(``bench.tasks.download``; ``task.mirror=URL`` for a mirror); an existing file at ``task.path`` is read as it
+is.
 
 Data sets (``task.data``):
 
@@ -17,6 +21,9 @@ Data sets (``task.data``):
   with arrays ``x_train`` and ``x_test`` (Keras' ``mnist.npz``). Grey = byte / 255. The standard split:
   the first 50,000 training images train, the last 10,000 validate, the 10,000 test images test (a smaller
   file keeps the proportions: its last sixth validates).
+- ``binarized_mnist``: Larochelle & Murray's (2011) fixed binarization of MNIST, the data set REBAR and RELAX
+  report on: ``binarized_mnist_{train,valid,test}.amat`` (one image per line, 784 zeros and ones), split as
+  given, 50,000 / 10,000 / 10,000. Already binary: every binarization leaves it as it is.
 - ``omniglot``: the 28×28 Omniglot of Burda et al. (2016), ``chardata.mat`` (MATLAB; arrays ``data``,
   784 × 24,345, and ``testdata``, 784 × 8,070, grey levels in [0, 1], each image stored column by column as
   the IWAE and REBAR code read it), at ``task.path`` (the file or its directory), or an ``.npz`` with
@@ -64,7 +71,7 @@ from bench.formats.errors import ConfigError
 
 TEST_FRACTION = 0.2  # of the digits, held out once with a fixed permutation; as much again validates
 SPLIT_SEED = 0
-IMAGE_DATA = ("digits", "digits28", "mnist", "fashion_mnist", "omniglot")
+IMAGE_DATA = ("digits", "digits28", "mnist", "fashion_mnist", "omniglot", "binarized_mnist")
 BINARIZATIONS = ("threshold", "static", "dynamic", "none")
 BINARIZATION_SEEDS = {"train": 1, "validation": 2, "test": 3}
 OMNIGLOT_VALIDATION = 1345  # of the 24,345 training images of chardata.mat (REBAR, DisARM)
@@ -91,7 +98,17 @@ OMNIGLOT_HELP = (
     "task.path=DIR (task.path=data/omniglot); or pass an .npz with arrays x_train and x_test as "
     "task.path=FILE."
 )
-HELP = {"mnist": MNIST_HELP, "fashion_mnist": FASHION_MNIST_HELP, "omniglot": OMNIGLOT_HELP}
+BINARIZED_MNIST_HELP = (
+    "The files binarized_mnist_train.amat, binarized_mnist_valid.amat and binarized_mnist_test.amat "
+    "(Larochelle & Murray 2011; one image per line, 784 zeros and ones) download by themselves into "
+    "task.path (a folder)."
+)
+HELP = {
+    "mnist": MNIST_HELP,
+    "fashion_mnist": FASHION_MNIST_HELP,
+    "omniglot": OMNIGLOT_HELP,
+    "binarized_mnist": BINARIZED_MNIST_HELP,
+}
 
 
 class Images(NamedTuple):
@@ -265,19 +282,53 @@ def column_major(array: np.ndarray, path: Path) -> np.ndarray:
     return np.ascontiguousarray(array.T.reshape(-1, 28, 28).transpose(0, 2, 1).reshape(-1, 28 * 28))
 
 
-def load_grey(data: str, path: str | Path | None) -> Images:
-    """Grey levels in [0, 1], (train, validation, test), from ``task.data`` and ``task.path``."""
+def located(data: str, path: str | Path | None, mirror: str | None) -> Path:
+    """What to read ``data`` from: an existing file at ``task.path`` as it is, else the folder of its files,
+    where the missing ones are downloaded first (``bench.tasks.download.fetch``)."""
+    from bench.tasks.download import fetch
+
+    if path is not None and Path(str(path)).expanduser().is_file():
+        return Path(str(path)).expanduser()
+    return fetch(data, path, mirror)
+
+
+def binarized_mnist_grey(path: Path) -> Images:
+    """Larochelle & Murray's binarized MNIST from its three ``.amat`` files in ``path``: 0 and 1, split as
+    given (50,000 / 10,000 / 10,000)."""
+    splits = []
+    for split in ("train", "valid", "test"):
+        file = path / f"binarized_mnist_{split}.amat"
+        try:
+            digits = np.frombuffer(file.read_bytes().translate(None, b" \t\r\n"), dtype=np.uint8) - ord("0")
+        except OSError as error:
+            raise ConfigError(
+                f"task.data=binarized_mnist: cannot read {file}: {error}. {BINARIZED_MNIST_HELP}"
+            ) from None
+        if digits.size % 784 or digits.size == 0 or digits.max() > 1:
+            raise ConfigError(
+                f"task.data=binarized_mnist: {file} is not lines of 784 zeros and ones. "
+                + BINARIZED_MNIST_HELP
+            )
+        splits.append(torch.from_numpy(digits.reshape(-1, 784).astype(np.float32)))
+    return Images(*splits)
+
+
+def load_grey(data: str, path: str | Path | None, mirror: str | None = None) -> Images:
+    """Grey levels in [0, 1], (train, validation, test), from ``task.data``, ``task.path`` and
+    ``task.mirror``."""
     if data == "digits":
         return digits_grey(8)
     if data == "digits28":
         return digits_grey(28)
     if data in ("mnist", "fashion_mnist"):
-        return mnist_grey(path, data)
+        return mnist_grey(located(data, path, mirror), data)
     if data == "omniglot":
-        return omniglot_grey(path)
+        return omniglot_grey(located(data, path, mirror))
+    if data == "binarized_mnist":
+        return binarized_mnist_grey(located(data, path, mirror))
     raise ConfigError(
-        f"task.data must be one of {', '.join(IMAGE_DATA)} (digits, digits28: bundled, no download; mnist, "
-        f"fashion_mnist, omniglot: local files at task.path), got task.data={data!r}."
+        f"task.data must be one of {', '.join(IMAGE_DATA)} (digits, digits28: bundled; mnist, fashion_mnist, "
+        f"omniglot, binarized_mnist: downloaded into task.path or a cache folder), got task.data={data!r}."
     )
 
 
@@ -309,7 +360,9 @@ def binarized(grey: Tensor, binarization: str, split: str) -> Tensor:
     return fixed_binarization(grey, split)
 
 
-def load_images(data: str, path: str | Path | None, binarization: str = "threshold") -> Images:
+def load_images(
+    data: str, path: str | Path | None, binarization: str = "threshold", mirror: str | None = None
+) -> Images:
     """(train, validation, test) images, (N, pixels), from ``task.data``, ``task.path`` and
     ``task.binarization`` (module docstring). With ``dynamic`` the training split stays grey: the task draws
     each batch's pixels with ``binarize_batch``."""
@@ -319,7 +372,7 @@ def load_images(data: str, path: str | Path | None, binarization: str = "thresho
             f"{binarization!r}. threshold: pixel > 1/2; static: one fixed Bernoulli draw; dynamic: a fresh "
             "draw for every training batch; none: the grey levels are the targets."
         )
-    grey = load_grey(data, path)
+    grey = load_grey(data, path, mirror)
     splits = zip(grey, Images._fields, strict=True)
     return Images(*(binarized(images, binarization, split) for images, split in splits))
 

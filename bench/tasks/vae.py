@@ -96,6 +96,7 @@ class VAE(Task):
         data: str = "digits",
         path: str | None = None,
         latent: str = "categorical",
+        mirror: str | None = None,
         variables: int | None = None,
         classes: int | None = None,
         hidden: int | list[int] = 128,
@@ -166,7 +167,7 @@ class VAE(Task):
                 "reference_draws": whole(least=2),
             },
         )
-        train, validation, test = load_images(data, path, binarization)
+        train, validation, test = load_images(data, path, binarization, mirror=mirror)
         for key in ("batch_size", "probe_size"):
             if arguments[key] > len(train):
                 refuse(key, arguments[key], f"at most the {len(train)} training images of task.data={data}")

@@ -74,6 +74,7 @@ class VQVAE(Task):
         data: str = "digits",
         path: str | None = None,
         latents: int = 4,
+        mirror: str | None = None,
         dim: int = 8,
         codes: int = 64,
         hidden: int = 128,
@@ -133,7 +134,7 @@ class VQVAE(Task):
                 ),
             )
         quantizer = FiniteScalarQuantizer(levels) if codebook_update == "fsq" else None
-        train, validation, test = load_images(data, path)
+        train, validation, test = load_images(data, path, mirror=mirror)
         if train.shape[0] < batch_size:
             refuse("batch_size", batch_size, f"at most the {train.shape[0]} training images")
         if codebook_init == "data" and train.shape[0] * latents < codes:

@@ -267,6 +267,14 @@ def test_the_readme_commands_run(tmp_path, monkeypatch):
     run_here([arg.replace("<time>", "quick") for arg in report], tmp_path)
     report_text = (tmp_path / "results/sweeps/quick/report/report.md").read_text()
     assert all(name in report_text for name in ("score_function", "rloo", "gumbel_st", "exact"))
+    # The quick start's report concludes first, says which differences its intervals support (a difference
+    # is named only with an interval that excludes zero), and flags that rloo runs at S = 2, the others at 1.
+    section = report_text[report_text.index("## Task `toy`") :]
+    assert section.split("\n\n")[1].startswith("**Conclusions.** Best final objective")
+    assert "not significantly different from it" in section or "Significantly worse" in section
+    assert "unequal cost: evaluations of f per estimate range from 1" in section and "only 2 seeds" in section
+    for low, high in re.findall(r"\(\+[0-9.e-]+ \[([0-9.e+-]+), ([0-9.e+-]+)\]\)", section):
+        assert float(low) > 0 and float(high) > 0
     assert "experiment" in run_here(help_, tmp_path)
     # The own-task run: DisARM is unbiased, and 400 draws test it against the task's exact gradient.
     gates = [*own_task, "steps=30", "probe.draws=400", "threads=1", "hydra.run.dir=results/runs/gates"]
