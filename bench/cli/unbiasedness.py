@@ -16,12 +16,12 @@ from bench.run.probe.reference import unbiasedness_check
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bench.probe.reference [--pairs N] [--checkpoints K] [OVERRIDES ...]``: the unbiasedness
+    """``python -m bench.check unbiasedness [--pairs N] [--checkpoints K] [OVERRIDES ...]``: the unbiasedness
     check of the estimator a ``python -m bench`` command line with these overrides would train, at its
     initial parameters. Exit 0: no evidence of bias (|z| ≤ 4 at the end); 1: evidence of bias; 2: bad
     input."""
     parser = argparse.ArgumentParser(
-        prog="python -m bench.probe.reference",
+        prog="python -m bench.check unbiasedness",
         description=(
             "Check that an estimator is unbiased on a task without a reference gradient: the running "
             "difference of its gradient draws against those of a second, unbiased estimator, with its "

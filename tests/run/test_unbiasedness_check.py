@@ -1,5 +1,5 @@
 """The unbiasedness check for a task without a reference (``bench.run.probe.reference.unbiasedness_check`` and
-``python -m bench.probe.reference``): the running difference against a second, unbiased estimator and its
+``python -m bench.check unbiasedness``): the running difference against a second, unbiased estimator and its
 z-score, which grows like √n for a biased estimator and stays within ±4 for an unbiased one.
 """
 

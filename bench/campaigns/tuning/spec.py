@@ -87,7 +87,7 @@ def parse_spec(node: Any) -> Spec:
     if not isinstance(node, dict):
         raise ConfigError(
             "no tuning settings: name a study whose experiment config has a `tuning` node, e.g. "
-            "python -m bench.tune +experiment=optimizers_toy_tuned (see bench/campaigns/tuning.py)."
+            "python -m bench.tune +experiment=optimizers_toy_tuned (see bench/campaigns/tuning/)."
         )
     unknown = sorted(set(node) - set(SPEC_KEYS))
     if unknown:

@@ -21,7 +21,7 @@ candidate (discarded afterwards, so that the choice does not select the referenc
 The cost is counted in evaluations of f (``f_evals``), not in wall time, so that the choice, and with it
 the reference, is the same on every machine.
 
-**Unbiasedness check** (``unbiasedness_check``; ``python -m bench.probe.reference``). For a task with a
+**Unbiasedness check** (``unbiasedness_check``; ``python -m bench.check unbiasedness``). For a task with a
 stochastic objective and no reference at all (in the spirit of the bias check of Dong, Mnih & Tucker 2020,
 "DisARM"): n independent pairs (ĝ_i, r̂_i) of the estimator and of a second, unbiased estimator (the one the
 Monte-Carlo reference would choose) at the same parameters and data; their differences d_i = ĝ_i − r̂_i have
