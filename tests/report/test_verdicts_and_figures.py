@@ -216,3 +216,22 @@ def test_a_comparisons_table_prints_its_interval_beside_the_p_value_adjusted_the
     pairs = ranking.pairs
     assert ((pairs["ci_low"] > 0) | (pairs["ci_high"] < 0)).tolist() == (pairs["p"] < 0.05).tolist()
     assert (pairs["p_holm"] >= pairs["p"]).all()
+
+
+def test_a_study_figure_names_the_members_whose_mse_is_rounding_error_instead_of_drawing_them():
+    from bench.report.same_point.figures import at_rounding_level
+
+    rows = [
+        (seed, step, estimator, 2.0, mse)
+        for seed in (0, 1)
+        for step in (0, 10)
+        for estimator, mse in (
+            ("rloo", 1e-3),
+            ("st", 5e-2),
+            ("leg", 1e-17),
+            ("disarm", 1e-3 if step else 1e-12),
+        )
+    ]
+    table = pd.DataFrame(rows, columns=["seed", "step", "estimator", "samples", "grad_mse"])
+    # leg is exact at every checkpoint; disarm only at one: it is drawn.
+    assert at_rounding_level(table) == ["leg (S=2)"]

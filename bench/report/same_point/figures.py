@@ -9,6 +9,7 @@ markers and named ("rebar = relax")."""
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -24,6 +25,26 @@ from bench.report.palette import coinciding, groups_note, styles  # noqa: E402
 from bench.report.same_point.statistics import MINIMUM_SEEDS, member_label, over_seeds  # noqa: E402
 
 Z95 = 1.959963984540054  # the normal 97.5% quantile: a checkpoint's interval from its M draws
+ROUNDING = 1e-8
+"""An MSE below this fraction of the largest at the same checkpoint is rounding error: the estimator is
+exact there (LEG or the unordered-set estimator on one variable). Such members are named, not drawn: on a
+log axis they would squeeze every other member into a sliver of it."""
+
+
+def at_rounding_level(table: pd.DataFrame) -> list[str]:
+    """Members (labels) whose ``grad_mse`` is below ``ROUNDING`` times the largest member's at the same seed
+    and checkpoint, everywhere."""
+    if "grad_mse" not in table or table.empty:
+        return []
+    largest = table.groupby(["seed", "step"])["grad_mse"].transform("max")
+    tiny = table.assign(tiny=table["grad_mse"] < ROUNDING * largest)
+    found = tiny.groupby(["estimator", "samples"])["tiny"].all()
+    return sorted(member_label(estimator, samples) for (estimator, samples), flag in found.items() if flag)
+
+
+def rounding_note(labels: list[str], of: str = "the largest at the checkpoint") -> str:
+    """The title's line naming the members not drawn because their MSE is rounding error."""
+    return f"not drawn (MSE at rounding level, < {ROUNDING:g} of {of}): {', '.join(labels)}" if labels else ""
 
 
 def save(figure: plt.Figure, directory: Path, stem: str) -> str:
@@ -51,7 +72,10 @@ def figure_progress(
     ]
     figure, axes = plt.subplots(1, len(panels) + 1, figsize=(4.6 * (len(panels) + 1), 3.8))
     seeds = table["seed"].nunique()
-    notes = []
+    exact = at_rounding_level(table)
+    notes = [rounding_note(exact)] if exact else []
+    labels = [member_label(e, s) for e, s in zip(table["estimator"], table["samples"], strict=True)]
+    table = table[~pd.Series(labels, index=table.index).isin(exact)]
     for axis, (metric, name) in zip(axes, panels, strict=False):
         centres = {}
         for (estimator, samples), group in table.groupby(["estimator", "samples"]):
@@ -116,11 +140,8 @@ def figure_progress(
         if seeds >= MINIMUM_SEEDS
         else f"dots: each seed (fewer than {MINIMUM_SEEDS}: no band)"
     )
-    figure.suptitle(
-        f"{title}\n(line: geometric mean over {seeds} seed(s); {spread})"
-        + "".join(f"\n{note}" for note in notes),
-        fontsize=10,
-    )
+    lines = [title, f"(line: geometric mean over {seeds} seed(s); {spread})", *notes]
+    figure.suptitle("\n".join(textwrap.fill(line, 160) for line in lines), fontsize=10)
     return save(figure, directory, stem)
 
 
@@ -140,6 +161,12 @@ def figure_paired(
     if "mse_ratio" not in table:
         return None
     table = table[table["mse_ratio"] > 0]
+    labels = pd.Series(
+        [member_label(e, s) for e, s in zip(table["estimator"], table["samples"], strict=True)],
+        index=table.index,
+    )
+    exact = sorted(set(labels[table["mse_ratio"] < ROUNDING]) - set(labels[table["mse_ratio"] >= ROUNDING]))
+    table = table[~labels.isin(exact)]
     steps = sorted(table["step"].unique())
     position = {step: index for index, step in enumerate(steps)}
     seeds = table["seed"].nunique()
@@ -196,7 +223,8 @@ def figure_paired(
     axis.set_yscale("log")
     axis.set_ylabel(f"MSE / MSE of {baseline} (paired, same draws' noise)")
     checkpoint_axis(axis, steps)
-    axis.legend(fontsize=7, ncol=2)
+    # Beside the axes: inside, a long legend hides the points it names.
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     per_seed = (
         "dots: each seed, bars ×/÷ exp(1.96 SE of the log ratio) over the M draws"
         if bars
@@ -207,11 +235,10 @@ def figure_paired(
         if seeds >= MINIMUM_SEEDS
         else f"fewer than {MINIMUM_SEEDS} seeds: no band"
     )
-    axis.set_title(
-        f"{title}\n(line: geometric mean over {seeds} seed(s); {band};\n{per_seed})"
-        + (f"\n{groups_note(groups)}" if groups else ""),
-        fontsize=9,
-    )
+    lines = [title, f"(line: geometric mean over {seeds} seed(s); {band};", f"{per_seed})"]
+    lines += [groups_note(groups)] if groups else []
+    lines += [rounding_note(exact, baseline + "'s")] if exact else []
+    axis.set_title("\n".join(textwrap.fill(line, 85) for line in lines), fontsize=9)
     return save(figure, directory, stem)
 
 
