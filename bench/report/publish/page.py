@@ -137,7 +137,7 @@ DROPPED_COLUMNS = ["run", "params_digest"]
 STUDY_METRICS = ("grad_mse", "grad_variance", "grad_bias_p", "f_evals", "reference_norm", "draws")
 """The rows of study.csv the study's Markdown and figures read (bench.report.same_point)."""
 PAIRED_FOR_ALL = ("mse_difference_se", "mse_difference_se_unpaired", "squared_error_correlation")
-PAIRED_FOR_BASELINE = ("mse_ratio", "mse_difference", *PAIRED_FOR_ALL)
+PAIRED_FOR_BASELINE = ("mse_ratio", "mse_log_ratio_se", "mse_difference", *PAIRED_FOR_ALL)
 PAIRED_FOR_VARIANTS = ("mse_ratio", "variance_ratio")
 
 
