@@ -282,6 +282,9 @@ def column_major(array: np.ndarray, path: Path) -> np.ndarray:
     return np.ascontiguousarray(array.T.reshape(-1, 28, 28).transpose(0, 2, 1).reshape(-1, 28 * 28))
 
 
+FILE_SUFFIXES = (".npz", ".mat", ".gz", ".amat")  # task.path names a file, not the folder of the files
+
+
 def located(data: str, path: str | Path | None, mirror: str | None) -> Path:
     """What to read ``data`` from: an existing file at ``task.path`` as it is, else the folder of its files,
     where the missing ones are downloaded first (``bench.tasks.download.fetch``)."""
@@ -289,6 +292,8 @@ def located(data: str, path: str | Path | None, mirror: str | None) -> Path:
 
     if path is not None and Path(str(path)).expanduser().is_file():
         return Path(str(path)).expanduser()
+    if path is not None and Path(str(path)).suffix in FILE_SUFFIXES:  # a file that is not there
+        existing(path, data)  # ConfigError: it does not exist, and what to download
     return fetch(data, path, mirror)
 
 

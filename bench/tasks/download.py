@@ -4,10 +4,10 @@ first use with pooch, verified against their published checksums, written atomic
 Where the files go (``data_folder``): ``task.path`` when it is given (a folder; an existing file is used as it
 is, as before), else ``$GRADBENCH_DATA/<data>``, else ``<the user's cache folder>/gradbench/<data>``
 (``pooch.os_cache``: ``~/.cache/gradbench/<data>`` on Linux, ``~/Library/Caches/gradbench/<data>`` on macOS).
-A file already there is checked against its checksum and used; one that does not match is refused (never
-overwritten: it may be the user's). A missing file is downloaded into a temporary file beside it, checked, and
-only then renamed into place (pooch), so the cache never holds a partial or unverified file; a file whose
-checksum does not match is removed and refused.
+A file already there is used as it is (it was checked when it was downloaded, or it is the user's own copy,
+which may differ: a small test file, another compression). A missing file is downloaded into a temporary
+file beside it, checked, and only then renamed into place (pooch), so the cache never holds a partial or
+unverified file; a file whose checksum does not match is removed and refused.
 
 From where (``DATASETS``): each data set's ``urls`` (its home, then mirrors), or ``task.mirror=URL`` alone (a
 folder served over HTTP(S) holding the same file names: for mirrors and clusters without internet access; the
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,8 +162,7 @@ def download(url: str, remote: Remote, folder: Path) -> None:
 
 def fetch(data: str, path: str | Path | None, mirror: str | None = None, attempts: int = ATTEMPTS) -> Path:
     """The folder holding ``data``'s files, downloading what is missing (module docstring); ConfigError
-    naming the files, the URLs and the folder when a file cannot be had, or when a file there does not
-    match its checksum."""
+    naming the files, the URLs and the folder when a file cannot be had."""
     dataset = DATASETS[data]
     folder = data_folder(data, path)
     bases = (mirror,) if mirror else dataset.urls
@@ -171,15 +171,10 @@ def fetch(data: str, path: str | Path | None, mirror: str | None = None, attempt
         target = folder / remote.name
         if any((folder / name).is_file() for name in remote.also):
             continue  # the user's own uncompressed copy
-        if target.is_file():
-            if not matches(target, remote.checksum):
-                raise ConfigError(
-                    f"task.data={data}: {target} does not match its published checksum ({remote.checksum}); "
-                    f"it is not the file this data set names, or it is damaged. Delete it to download it "
-                    f"again (it is never overwritten), or point task.path at another folder."
-                )
-            continue
-        missing.append(remote)
+        if not target.is_file():
+            missing.append(remote)
+    created = next((parent for parent in (folder, *folder.parents) if parent.parent.exists()), folder)
+    created = None if folder.exists() else created  # the first folder this call makes, to remove on failure
     failures = []
     for remote in missing:
         urls = [f"{base.rstrip('/')}/{remote.name}" for base in bases]
@@ -200,6 +195,8 @@ def fetch(data: str, path: str | Path | None, mirror: str | None = None, attempt
         else:
             failures.append(f"{remote.name} (tried {', '.join(urls)}; last error: {reason})")
     if failures:
+        if created is not None and not any(path.is_file() for path in created.rglob("*")):
+            shutil.rmtree(created, ignore_errors=True)  # no empty folders left where nothing came
         raise ConfigError(
             f"task.data={data}: could not download {len(failures)} file(s) into {folder}: "
             + "; ".join(failures)

@@ -1,7 +1,7 @@
 """Data that downloads (``bench.tasks.download``), against an HTTP server on 127.0.0.1 that the test starts,
 serving small generated files with their checksums: a good download, a wrong checksum, an interrupted
 transfer, and no server at all (a closed port: exit 2 naming the files, their URLs and the cache folder). No
-test leaves a partial or unverified file in the cache."""
+test leaves a partial or unverified file in the cache, and none reaches the internet."""
 
 from __future__ import annotations
 
@@ -117,13 +117,13 @@ def test_an_interrupted_transfer_leaves_no_partial_file(server, generated, tmp_p
     assert (folder / "a.bin").read_bytes() == CONTENT["a.bin"]
 
 
-def test_a_file_in_the_cache_that_does_not_match_is_refused_not_overwritten(server, generated, tmp_path):
+def test_a_file_already_there_is_used_as_it_is(server, generated, tmp_path):
+    # The user's own copy (another compression, a small test file) is read, not replaced or refused.
     folder = tmp_path / "cache"
     folder.mkdir()
     (folder / "a.bin").write_bytes(b"someone's own file")
-    with pytest.raises(ConfigError, match="does not match its published checksum"):
-        fetch("generated", folder, mirror=f"{server}/good")
-    assert (folder / "a.bin").read_bytes() == b"someone's own file" and Handler.requests == []
+    fetch("generated", folder, mirror=f"{server}/good")
+    assert (folder / "a.bin").read_bytes() == b"someone's own file" and Handler.requests == ["/good/b.bin"]
 
 
 def test_the_cache_folder_is_task_path_else_the_environment_else_the_users_cache(tmp_path, monkeypatch):
