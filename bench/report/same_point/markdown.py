@@ -13,13 +13,13 @@ from bench.report.palette import palette_for
 from bench.report.same_point.figures import figure_cross_probe, figure_paired, figure_progress
 from bench.report.same_point.statistics import (
     BIAS_LEVEL,
-    COVERAGE_TEXT,
     INTERVAL_TEXT,
     MINIMUM_SEEDS,
     aggregate,
     baseline_of,
     bias_adjusted,
     bias_family,
+    coverage_text,
     fixed_members,
     member_label,
     over_seeds,
@@ -120,7 +120,7 @@ def task_lines(task: str, study: pd.DataFrame, paired: pd.DataFrame, directory: 
             "",
             markdown_table(shown),
             "",
-            f"Bias test: {bias_family(table)}. {COVERAGE_TEXT}",
+            f"Bias test: {bias_family(table)}. {coverage_text()}",
             "",
         ]
         lines += per_checkpoint_lines(table)

@@ -22,7 +22,6 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench.report.same_point.coverage import statement
 from bench.report.same_point.tables import DEFAULT_BASELINE
 from bench.report.statistics import MINIMUM_BAND_SEEDS, holm, interval
 
@@ -30,8 +29,14 @@ MINIMUM_SEEDS = MINIMUM_BAND_SEEDS  # fewer seeds than this: no interval over se
 BIAS_LEVEL = 0.05  # Holm-adjusted grad_bias_p below this: the probe shows a bias
 INTERVAL_TEXT = "a 95% t-interval over seeds (of the logarithm for ratios)"
 """How the tables name their interval over seeds."""
-COVERAGE_TEXT = f"Intervals over seeds: {statement()}."
-"""The sentence under a table with those intervals: their coverage, measured."""
+
+
+def coverage_text() -> str:
+    """The sentence under a table with those intervals: their coverage, measured
+    (``bench.report.same_point.coverage``, imported here so that ``python -m`` can run that module)."""
+    from bench.report.same_point.coverage import statement
+
+    return f"Intervals over seeds: {statement()}."
 
 
 def over_seeds(values: pd.Series, log: bool) -> tuple[float, float, float, int]:
