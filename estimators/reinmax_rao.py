@@ -32,6 +32,7 @@ under ``torch.func.vmap``; the R conditional draws are the estimator's own, from
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from estimators.base import EstimatorError, Noise, Objective, expand_samples, sample_categorical
@@ -49,10 +50,16 @@ def check_draws(name: str, draws: int) -> int:
 def rao_jacobian_path(logits: Tensor, expanded: Tensor, hard: Tensor, tau: float, draws: int) -> Tensor:
     """A zero-valued tensor whose vector-Jacobian product with g is J̄·g: the mean over R Gumbel draws
     conditioned on argmax(``logits`` + G) = ``hard`` of (diag π⁽ʳ⁾ − π⁽ʳ⁾π⁽ʳ⁾ᵀ)·g/τ, π⁽ʳ⁾ = softmax((logits +
-    G_r)/τ), the Jacobian with respect to ``expanded`` (the logits differentiated, (S, *B, C))."""
+    G_r)/τ), the Jacobian with respect to ``expanded`` (the logits differentiated, (S, *B, C)).
+
+    J̄ = (diag π̄ − Π̄)/τ with π̄ = mean_r π⁽ʳ⁾ and Π̄ = mean_r π⁽ʳ⁾π⁽ʳ⁾ᵀ, formed before the path, so that the
+    backward keeps (S, *B, C, C) numbers rather than the R draws' (R, S, *B, C)."""
     perturbed = conditional_gumbel(logits, hard, draws)  # (R, S, *B, C), no gradient
     relaxed = (perturbed / tau).softmax(-1)
-    return softmax_jacobian_path(relaxed, expanded).mean(0) / tau
+    mean = relaxed.mean(0)
+    second = torch.einsum("r...i,r...j->...ij", relaxed, relaxed) / draws
+    delta = expanded - expanded.detach()  # zero in value, the identity's Jacobian in θ
+    return (mean * delta - (second @ delta.unsqueeze(-1)).squeeze(-1)) / tau
 
 
 class ReinMaxRao(TemperatureEstimator):
