@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.formats.progress import duration, time_left
 from bench.report.publish import PageStudy, by_name, write_page
 from bench.report.publish.page import study_folder
 
@@ -100,6 +101,7 @@ def run_studies(
 ) -> int:
     """Run every study's sweep in turn; returns how many failed."""
     failed = 0
+    started = time.monotonic()
     for number, study in enumerate(studies, 1):
         arguments = command(study, results, jobs, niceness)
         print(f"[{number}/{len(studies)}] {study.name}: {shlex.join(arguments)}", flush=True)
@@ -107,7 +109,13 @@ def run_studies(
             continue
         start = time.monotonic()
         code = subprocess.call(arguments)
-        print(f"[{number}/{len(studies)}] {study.name}: exit {code} after {time.monotonic() - start:.0f} s")
+        elapsed = time.monotonic() - started
+        left = time_left(elapsed, number, len(studies))
+        print(
+            f"[{number}/{len(studies)}] {study.name}: exit {code} after {duration(time.monotonic() - start)} "
+            f"({duration(elapsed)} so far; about {duration(left or 0)} left for the other studies)",
+            flush=True,
+        )
         failed += code != 0
     return failed
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.formats.contract import OK, STATUSES
+from bench.formats.progress import Progress
 from bench.formats.tables import markdown_table
 from bench.report.comparisons import (
     MINIMUM_TASKS,
@@ -676,10 +677,13 @@ def report_text(
     if skipped_files:
         lines += ["Skipped unreadable files: " + ", ".join(f"`{path}`" for path in skipped_files), ""]
     rankings = []
-    for task in sorted(summaries["task"].unique()):
+    tasks = sorted(summaries["task"].unique())
+    progress = Progress("[report]", "tables and figures of each task", len(tasks), every_s=0)
+    for task in tasks:
         task_lines, task_rankings = task_section(
             task, summaries, curves[curves["task"] == task], palette, directory, options
         )
+        progress.advance(str(task))
         lines += task_lines
         rankings += task_rankings
     lines += across_tasks(summaries, directory)

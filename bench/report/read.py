@@ -19,6 +19,7 @@ import yaml
 
 from bench.formats.contract import FIELDS, METRICS_FILE, METRICS_HEADER, REPORT_DIR, SUMMARY_FILE
 from bench.formats.names import inside
+from bench.formats.progress import Progress
 from bench.report.declarations import bundled_declarations, encode
 from bench.report.labels import labels, settings
 
@@ -85,12 +86,16 @@ def load_runs(root: Path, skip: tuple[str, ...] = ()) -> Runs:
     root = Path(root)
     summaries, metrics, configs, skipped = [], [], {}, []
     bundled = None
-    for path in sorted(root.rglob(SUMMARY_FILE)):
-        if REPORT_DIR in path.relative_to(root).parts[:-1]:
-            continue
+    paths = [
+        path
+        for path in sorted(root.rglob(SUMMARY_FILE))
+        if REPORT_DIR not in path.relative_to(root).parts[:-1]
+        and not (skip and (path.parent.relative_to(root).as_posix() + "/").startswith(skip))
+    ]
+    progress = Progress("[report]", f"reading the runs below {root}", len(paths))
+    for path in paths:
+        progress.advance()
         run = path.parent
-        if skip and (run.relative_to(root).as_posix() + "/").startswith(skip):
-            continue
         try:
             summary = read_summary(path)
         except Exception as error:  # noqa: BLE001 - one unreadable file is named, the others read

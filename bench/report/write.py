@@ -8,12 +8,15 @@ report.md for the same runs.
 from __future__ import annotations
 
 import shutil
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 
 from bench.formats.contract import PROBE_FIELDS
 from bench.formats.names import inside
+from bench.formats.progress import duration
 from bench.report.comparisons import write_comparisons
 from bench.report.markdown import ReportOptions, report_text
 from bench.report.palette import palette_for
@@ -80,12 +83,14 @@ def write_report(root: Path, out: Path | None = None, options: ReportOptions | N
     FileNotFoundError when no run summary is found.
     """
     root = Path(root)
+    started = time.monotonic()
     # A tuned study's stage-1 runs are scored in its tuning.json, not reported as configurations.
     runs = load_runs(root, skip=tuple(stage_one_prefixes(root)))
     if runs.summaries.empty:
         raise FileNotFoundError(f"no run summaries (summary.json) found below {root}")
     directory = Path(out) if out is not None else root / REPORT_DIR
     directory.mkdir(parents=True, exist_ok=True)
+    print(f"[report] writing the tables into {directory}", file=sys.stderr, flush=True)
     write_tables(runs, directory)
     collect_study_tables(
         root, directory
@@ -94,6 +99,7 @@ def write_report(root: Path, out: Path | None = None, options: ReportOptions | N
     tables = read_tables(directory)
     tables.skipped_files = runs.skipped_files
     render(tables, directory, options)
+    print(f"[report] done in {duration(time.monotonic() - started)}", file=sys.stderr, flush=True)
     return directory
 
 

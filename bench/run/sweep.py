@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from bench.formats.contract import NOT_PART_OF_THE_CONFIGURATION, NOT_PART_OF_THE_RUN, OK, SUMMARY_FILE
 from bench.formats.names import LIMIT, safe_name
+from bench.formats.progress import duration, time_left
 
 
 def without(node: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -199,16 +200,6 @@ def sweep_size(overrides: Iterable[str]) -> int | None:
     return size
 
 
-def duration(seconds: float) -> str:
-    """``45 s``, ``3 min 20 s``, ``2 h 5 min``."""
-    seconds = max(0, round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-
-
 def sweep_progress(number: int, folder: str, environment: dict[str, str] | None = None) -> str:
     """The line a sweep's run prints as it starts: ``[sweep] run k of N: folder``, the time since the sweep
     started and, from the runs before it, an estimate of the time left (runs at once make it rough)."""
@@ -221,8 +212,9 @@ def sweep_progress(number: int, folder: str, environment: dict[str, str] | None 
     except ValueError:
         return line
     line += f" ({duration(elapsed)} since the sweep started"
-    if size and k > 1 and int(size) >= k:
-        line += f", about {duration(elapsed / (k - 1) * (int(size) - k + 1))} left"
+    left = time_left(elapsed, k - 1, int(size)) if size else None
+    if left is not None and int(size) >= k:
+        line += f", about {duration(left)} left"
     return line + ")"
 
 
