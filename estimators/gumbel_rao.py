@@ -21,7 +21,7 @@ E[ST-GS backward | D] is, and what keeps the mean of the estimator equal to that
 (``tests/estimators/test_gumbel_rao.py`` checks the mean against ST-GS). The total derivative adds a term
 with another expectation: on the 4 × 8 VAE at initialization (8 probe images, R = 10, τ = 1, 600 draws of
 each) it moves the mean estimate by 58% of its norm (χ² = 28,500 on 256 coordinates) and changes the
-variance too (0.10× there; the ratio depends on the problem).
+variance too (0.10× there; the ratio depends on the problem; ``scripts/estimator_truths.py``).
 """
 
 from __future__ import annotations

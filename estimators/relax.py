@@ -31,7 +31,7 @@ sign, and autograd's ∂‖ĝ‖²/∂λ misses the jumps' share of ∂E‖ĝ‖
 t = 0.45, p = 0.3; the network-only RELAX at λ = 0.4 with its output switched on, s = 1; float64; 20,000
 draws; central differences of step 0.02 in log λ on common random numbers): autograd −0.0321 ± 0.0006
 against finite differences −0.0253 ± 0.0010, 27% too large here (10 paired standard errors). It steers λ's
-training, not the estimate: RELAX is unbiased for every φ.
+training, not the estimate: RELAX is unbiased for every φ. (``scripts/estimator_truths.py`` repeats it.)
 
 Parameters f depends on directly (a decoder) get ∇f at the samples (RELAX with ``relaxed_objective``: also
 η(∇f(σ_λ(z)) − ∇f(σ_λ(z̃))), zero in expectation). The network is sized at the first call, from the
