@@ -14,10 +14,12 @@ from omegaconf import DictConfig
 from bench.formats.configs import CONF_DIR
 from bench.formats.contract import FAILED
 from bench.formats.errors import ConfigError
-from bench.run import sweep
+from bench.run import folders, sweep
+from bench.run.folders import FolderTaken, check_folder, record_refusal, save_hydra_files
 from bench.run.preflight import preflight
 from bench.run.sweep import (
     allocation_threads,
+    config_digest,
     finished_elsewhere,
     finished_summary,
     launcher_threads,
@@ -70,6 +72,15 @@ def main(config: DictConfig) -> None:
             file=sys.stderr,
         )
         return
+    try:  # another configuration's run is left untouched (bench.run.folders); nothing written there yet
+        check_folder(directory, config_digest(config), bool(config.force))
+    except FolderTaken as error:
+        if not multirun:
+            fail(str(error))
+        print(f"[skipped] {directory.name}: {error}", file=sys.stderr)
+        record_refusal(Path(hydra_config.sweep.dir), directory, str(error))  # listed when the sweep ends
+        return
+    save_hydra_files(directory, config)  # what Hydra would have written first (hydra.output_subdir: null)
     if config.threads is None:  # threads=N wins; else joblib's share of the cores, or the SLURM job's CPUs
         shared = launcher_threads(hydra_config.launcher) if multirun else None
         config.threads = shared or allocation_threads()
@@ -78,6 +89,8 @@ def main(config: DictConfig) -> None:
     except ConfigError as error:
         if multirun:  # a sweep records the run as failed/skipped and goes on
             print(f"[{error.status}] {directory.name}: {error}", file=sys.stderr)
+            if isinstance(error, FolderTaken):  # listed when the sweep ends, which then exits 2
+                record_refusal(Path(hydra_config.sweep.dir), directory, str(error))
             return
         fail(str(error))
     except KeyboardInterrupt:
@@ -101,6 +114,11 @@ def entry(arguments: list[str]) -> None:
         fail(str(error))
     try:
         main()
+        if folders.REFUSED:  # a sweep that left folders of other runs untouched (bench.run.folders)
+            fail(
+                f"{len(folders.REFUSED)} run folder(s) of this sweep hold another configuration's run and "
+                f"were left untouched (the other runs ran): " + " ".join(folders.REFUSED)
+            )
     except SystemExit as stop:
         # Hydra exits 1 (its message printed above) when it refuses the configuration before any run
         # started, e.g. a key that does not exist (estimator.tauu=1): bad input, so exit 2. A sweep whose

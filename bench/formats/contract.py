@@ -132,13 +132,15 @@ NOT_PART_OF_THE_RUN = (
     "resume",
     "checkpoint.steps",
     "checkpoint.every",
+    "preflight.memory_limit",
     "logger",
     "task.mirror",
 )
 """Keys that change how a run is shown, scheduled or saved, not what it computes (``task.report``: the
 figures and columns a task asks the report for; ``resume`` and ``checkpoint.*``: ``bench.run.checkpoint``;
-``logger``: where the run's numbers are also sent, ``bench.run.tracking``; ``task.mirror``: where data files
-are downloaded from, checked against the same checksums, ``bench.tasks.download``).
+``preflight.memory_limit``: the memory a run may plan on, ``bench.run.limits``; ``logger``: where the run's
+numbers are also sent, ``bench.run.tracking``; ``task.mirror``: where data files are downloaded from, checked
+against the same checksums, ``bench.tasks.download``).
 Hydra's ``override_dirname.exclude_keys`` (``conf/config.yaml``) must equal this list, so that a sweep has
 one folder per configuration and seed whatever these keys say (a test checks it). ``config_digest`` leaves
 them out."""
@@ -356,6 +358,11 @@ def steady_median(times: Sequence[float]) -> float | None:
     if not times:
         return None
     return statistics.median(times[warmup_steps(len(times)) :])
+
+
+NAME_FIELDS = ("task", "estimator", "optimizer")
+"""Summary fields that are names, which readers build paths of: they must be safe names
+(``bench.formats.names``; ``python -m bench.check`` flags any other)."""
 
 
 def summary_problems(summary: Any) -> list[str]:

@@ -533,6 +533,22 @@ def section_lines(
     return lines
 
 
+def code_versions_note(runs: pd.DataFrame) -> list[str]:
+    """A warning when a task's runs come from more than one version of the code (``source_hash``, else
+    ``git_commit``, of each summary): a difference between its configurations may then be the code's."""
+    column = "source_hash" if "source_hash" in runs and runs["source_hash"].notna().any() else "git_commit"
+    counts = runs[column].dropna().astype(str).value_counts() if column in runs else pd.Series(dtype=int)
+    if len(counts) < 2:
+        return []
+    listed = ", ".join(f"`{version[:8]}` ({count} runs)" for version, count in sorted(counts.items()))
+    return [
+        f"**Mixed code versions.** These runs come from {len(counts)} versions of the code ({column}: "
+        f"{listed}): a difference between configurations may be the code's. Re-running the older runs "
+        f"(force=true) compares like with like.",
+        "",
+    ]
+
+
 def task_section(
     task: str,
     summaries: pd.DataFrame,
@@ -545,7 +561,7 @@ def task_section(
     options = options or ReportOptions()
     analysis = analyse(task, summaries, curves)
     runs = analysis.runs
-    lines = [f"## Task `{task}`", ""] + shared_names(runs)
+    lines = [f"## Task `{task}`", ""] + shared_names(runs) + code_versions_note(runs)
     counts = runs.groupby(["label", "status"]).size().unstack(fill_value=0)
     counts = counts[in_status_order(counts.columns)].reset_index()
     counts.columns.name = None

@@ -24,6 +24,8 @@ from bench.formats.configs import CONF_DIR, config_target
 from bench.formats.contract import SKIPPED
 from bench.formats.errors import ConfigError
 from bench.run.device import run_device
+from bench.run.limits import check_limits
+from bench.run.limits import check_task as check_task_limits
 from bench.run.probe import check_vectorize, check_wrt
 from bench.tasks.base import Task
 from bench.tasks.custom import check_task
@@ -138,6 +140,7 @@ def check_settings(config: DictConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    check_limits(config)  # names, the seed's range, threads >= 1, preflight.memory_limit (bench.run.limits)
     check_schedule_settings(config)
     check_gradients(config)
     run_device(config)
@@ -233,6 +236,7 @@ def setup(config: DictConfig) -> tuple[Task, Estimator, torch.optim.Optimizer]:
     except EstimatorError as error:
         raise ConfigError(f"estimator '{config.estimator.name}': {error}") from None
     device = run_device(config)
+    check_task_limits(config, task, estimator, device)  # f's shape; memory of an estimate and of a probe
     task.to(device)
     estimator.to(device)
     check_vectorize(config.probe.get("vectorize", "auto"), task, estimator)

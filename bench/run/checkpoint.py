@@ -10,19 +10,31 @@
 Each ``.pt`` is written atomically (``torch.save`` into a temporary file in the same folder, flushed,
 fsync'ed, renamed over the target with ``os.replace``), then a JSON sidecar beside it, ``<stem>.json``, also
 atomically: ``format``, ``kind`` (``step`` or ``latest``), ``step``, ``params_digest`` (``params_digest``
-below), ``config_digest`` (the run's, ``bench.run.sweep.config_digest``), ``threads``, ``torch_version`` and
-``sha256`` (of the ``.pt`` file's bytes). A checkpoint is complete when its sidecar exists; a reader trusts it
-only when the ``.pt`` file's sha256 matches the sidecar's (``load`` checks).
+below), ``config_digest`` (the run's, ``bench.run.sweep.config_digest``), ``threads``, ``torch_version``,
+``code_version`` (``bench.formats.version.code_version``: package version, commit, modified flag, source
+hash) and ``sha256`` (of the ``.pt`` file's bytes). A checkpoint is complete when its sidecar exists; a
+reader trusts it only when the ``.pt`` file's sha256 matches the sidecar's (``load`` checks).
 
 **Contents.** The ``.pt`` file holds one dict, readable with ``torch.load(path, weights_only=True)``:
 ``format``, ``step``, ``config_digest``, ``config`` (the run's resolved config as YAML:
-``bench.run.build.setup`` rebuilds the objects from it), ``threads``, ``params_digest``, ``resumes``, and
+``bench.run.build.setup`` rebuilds the objects from it), ``threads``, ``params_digest``, ``resumes``,
+``code_version``, and
 the training state as ``bench.run.state.TrainingState.capture`` writes it: one entry per field of the state
 (``task``, ``estimator`` and their plain ``attributes``, ``optimizer``, ``estimator_optimizer``, ``data``,
 ``step``, ``rows``, the step times, the running loss, ``last_probe``) and ``random`` (torch's global and
 the CUDA generators). Loading it into freshly built objects (``TrainingState.restore``) makes the next
 training step bit-identical on CPU to the uninterrupted run's. Format 2 (this layout); a checkpoint of
 another format is refused and the run starts over, saying why.
+
+**Code version.** A checkpoint written by other code (another ``source_hash``: any change to the package's
+``.py`` files or configs, committed or not; or a checkpoint that recorded none) is not resumed from: under
+``resume=auto`` the run starts over, saying why (``resume_refused`` in its summary), so that every step of a
+run, and its summary's ``provenance``, come from one version of the code; ``resume=strict`` refuses (exit
+code 2). Resuming across versions would mix them silently: a run stopped at step 61 and resumed after f
+was rescaled ends ``ok`` with steps 0–61 from the old code.
+
+**A folder of another run.** A folder holding checkpoints (or an ``ok`` run) of another configuration is left
+untouched unless ``force=true`` (``bench.run.folders``).
 
 **Public API** (what other code may rely on): ``save``, ``load``, ``list_checkpoints``, ``params_digest``,
 ``CheckpointError``, and the naming helpers ``checkpoint_path`` and ``sidecar_path``. The rest of this
@@ -49,6 +61,7 @@ from omegaconf import DictConfig, OmegaConf
 from bench.formats.contract import METRICS_FILE, SUMMARY_FILE
 from bench.formats.errors import ConfigError
 from bench.formats.files import atomic_write_bytes, atomic_write_text
+from bench.formats.version import code_version, describe_version
 from bench.run.signals import StopSignals
 
 FORMAT = 2
@@ -121,6 +134,7 @@ def save(path: Path, state: dict[str, Any]) -> None:
         "torch_version": torch.__version__,
         "sha256": hashlib.sha256(data).hexdigest(),
         "file": path.name,
+        "code_version": state.get("code_version"),
     }
     atomic_write_text(sidecar_path(path), json.dumps(sidecar, indent=2) + "\n")
 
@@ -300,6 +314,9 @@ class Checkpoints:
                 self.refuse(path, str(error))
                 continue
             good.append((path, sidecar))
+        changed = [path for path, sidecar in good if not same_code(sidecar.get("code_version"))]
+        if changed:
+            return self.code_changed(changed[-1], read_sidecar(changed[-1]).get("code_version"))
         written = {step_of(path) for path, _ in good if path.name.startswith("step_")}
         missing = [step for step in sorted(self.steps) if step not in written]
         before = missing[0] if missing else None  # resume from a checkpoint before this step
@@ -317,6 +334,22 @@ class Checkpoints:
             return state
         self.start_over("no usable checkpoint: starting over" if self.refused or good else None)
         return None
+
+    def code_changed(self, path: Path, version: Any) -> None:
+        """Other code wrote ``path``: start over, saying so (``resume=strict``: ConfigError)."""
+        before = describe_version(version) if isinstance(version, dict) else "code that recorded no version"
+        reason = (
+            f"checkpoint {path} was written by other code ({before}) than this run's "
+            f"({describe_version(code_version())}): resuming would mix two versions of the code in one run."
+        )
+        if self.mode == "strict":
+            raise ConfigError(
+                f"resume=strict: {reason} Run the code that wrote it, or pass resume=auto to start over with "
+                f"this code."
+            )
+        self.refused.append(reason)
+        self.log(f"[resume] {reason}")
+        self.start_over("the code changed: starting over")
 
     def previous_resumes(self) -> int:
         """``resumes`` of the summary an earlier attempt of this configuration left (0 if none)."""
@@ -388,12 +421,18 @@ class Checkpoints:
             "config": OmegaConf.to_yaml(self.config, resolve=True),
             "threads": torch.get_num_threads(),
             "resumes": self.resumes,
+            "code_version": code_version(),
         }
         save(path, state)
         self.saved_step, self.saved_path = step, path
         if kind == "latest":
             for old in list_checkpoints(self.run, "latest")[:-KEPT_LATEST]:
                 remove_pair(old)
+
+
+def same_code(version: Any) -> bool:
+    """Whether a checkpoint's recorded ``code_version`` is this process's code (the same ``source_hash``)."""
+    return isinstance(version, dict) and version.get("source_hash") == code_version()["source_hash"]
 
 
 def remove_pair(path: Path) -> None:

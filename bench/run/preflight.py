@@ -4,8 +4,10 @@ name in a comma list is refused before any of its runs starts.
 
 Checked here: the syntax of every override (with Hydra's own override parser), the option names of our
 config groups (``task``, ``estimator``, ``optimizer``, ``experiment``: every folder of ``conf/``), a
-comma list without ``-m``, whether the results folder can be written, and, where the command line sets
-``task.sparse``, whether every optimizer it names takes the task's gradients
+comma list without ``-m``, every key override against the composed config (``check_keys``: with or
+without ``+``, "did you mean" the closest key; a custom task's factory arguments and the nodes experiments
+add pass), the names that become folder names, whether the results folder can be written, and, where the
+command line sets ``task.sparse``, whether every optimizer it names takes the task's gradients
 (``bench.run.build.check_gradients``: ``task=embedding task.sparse=true`` with an optimizer that takes
 dense gradients only). Everything else (values, the fit of an estimator to a task, data files) is checked
 when the run is built (``bench.run.build.setup``).
@@ -14,20 +16,24 @@ when the run is built (``bench.run.build.setup``).
 from __future__ import annotations
 
 import difflib
+import functools
 import itertools
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from hydra._internal.utils import get_args_parser
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, ValueType
 from hydra.errors import OverrideParseException
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from bench.formats.configs import CONF_DIR, compose, options
 from bench.formats.errors import ConfigError
+from bench.formats.names import check_name
 from bench.run.build import check_gradients
+from bench.run.limits import NAMED
 
 # The overrides whose every value the gradients check composes (a sweep over them is expanded); other swept
 # keys do not change which gradients a task gives or an optimizer takes, and take their first value.
@@ -176,6 +182,116 @@ def check_sparse_gradients(overrides: list[Override]) -> None:
         check_gradients(config)
 
 
+CUSTOM_TARGET = "bench.tasks.custom.from_factory"
+ADDABLE = ("task.report",)
+"""Keys any config may gain with ``+``: a task's report declaration (``bench.report.declarations``)."""
+
+
+@functools.lru_cache(maxsize=1)
+def experiment_nodes() -> set[str]:
+    """Top-level nodes that experiment files add on purpose (``study``, ``tuning``, ...): not in
+    ``conf/config.yaml``, so ``+NODE.KEY=VALUE`` adds them by hand."""
+    base = set(OmegaConf.load(CONF_DIR / "config.yaml").keys())
+    found = set()
+    for path in (CONF_DIR / "experiment").glob("*.yaml"):
+        node = OmegaConf.load(path)
+        found |= {str(key) for key in node.keys() if key not in ("defaults", "hydra")}
+    return found - base
+
+
+def key_problem(config: DictConfig, override: Override) -> str | None:
+    """Why the key of ``override`` is not in ``config`` (with a close match among its siblings), or None.
+
+    Known: a key of the composed config; under a custom task's node, any key (its factory's arguments); a
+    top-level node that experiments add (``experiment_nodes``), given with ``+``."""
+    parts = override.key_or_group.split(".")
+    node: Any = config
+    for depth, part in enumerate(parts):
+        if not isinstance(node, DictConfig):
+            return None if node is None else f"{'.'.join(parts[:depth])} is a value, not a node of keys"
+        if part in node:
+            node = node[part]
+            continue
+        if depth == 0 and (override.is_add() or override.is_force_add()) and part in experiment_nodes():
+            return None
+        if ".".join(parts[: depth + 1]) in ADDABLE and (override.is_add() or override.is_force_add()):
+            return None
+        if depth == 1 and parts[0] == "task" and node.get("_target_") == CUSTOM_TARGET:
+            if override.is_add() or override.is_force_add():
+                return None  # an argument of the user's factory
+            return (
+                f"task=custom passes keys it does not have to its factory with a plus sign: "
+                f"+{override.input_line}"
+            )
+        prefix = ".".join(parts[:depth])
+        siblings = [str(key) for key in node.keys()]
+        close = difflib.get_close_matches(part, siblings, 1)
+        hint = f" (did you mean {'.'.join([*parts[:depth], close[0]])}?)" if close else ""
+        where = f"{prefix} has" if prefix else "the config has"
+        return f"there is no key {override.key_or_group}{hint}; {where} {', '.join(sorted(siblings))}"
+    return None
+
+
+def compositions(overrides: list[Override]) -> list[tuple[str, list[str]]]:
+    """The group choices to compose (each with a description): every group at its first value, then each
+    further value of a swept group with the others at their first, so that every choice is composed once."""
+    groups = {path.name for path in CONF_DIR.iterdir() if path.is_dir()}
+    chosen = [
+        (override, choices(override) or [override.get_value_element_as_str()])
+        for override in overrides
+        if override.key_or_group in groups and not override.is_delete()
+    ]
+    first = [f"{override.get_key_element()}={values[0]}" for override, values in chosen]
+    found = [("", first)]
+    for index, (override, values) in enumerate(chosen):
+        for value in values[1:]:
+            varied = [*first[:index], f"{override.get_key_element()}={value}", *first[index + 1 :]]
+            found.append((f" (with {override.key_or_group}={value})", varied))
+    return found
+
+
+def check_keys(overrides: list[Override]) -> None:
+    """Every key override names a key of the composed config, with or without ``+`` (``+probe.draw=64``
+    would add a key nothing reads); ``task.name``, ``estimator.name`` and ``optimizer.name`` are safe names
+    (they become folder and file names). ConfigError with the closest key."""
+    groups = {path.name for path in CONF_DIR.iterdir() if path.is_dir()}
+    keys = [
+        override
+        for override in overrides
+        if override.key_or_group not in groups
+        and not override.is_delete()
+        and not override.key_or_group.startswith("hydra")
+        and "/" not in override.key_or_group
+    ]
+    for override in keys:
+        if override.key_or_group in NAMED:
+            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else None
+            for value in values or [override.get_value_element_as_str()]:
+                check_name(value, override.key_or_group)
+    if not keys:
+        return
+    if any(override.key_or_group in groups for override in overrides) or any(
+        override.key_or_group.split(".")[0] in groups for override in keys
+    ):
+        configs = compositions(overrides)
+    else:  # top-level keys only, no group chosen: conf/config.yaml's own keys, without composing
+        base = OmegaConf.load(CONF_DIR / "config.yaml")
+        kept = [key for key in base if key not in ("defaults", "hydra")]
+        configs = [("", OmegaConf.masked_copy(base, kept))]
+    for description, chosen in configs:
+        try:
+            config = compose(chosen) if isinstance(chosen, list) else chosen
+        except Exception:  # noqa: BLE001 - Hydra reports its own errors when it composes for the run
+            return
+        for override in keys:
+            problem = key_problem(config, override)
+            if problem is not None:
+                raise ConfigError(
+                    f"unknown key in '{override.input_line}'{description}: {problem}. (With +, Hydra would "
+                    f"add it and nothing would read it.) python -m bench --cfg job lists the keys."
+                )
+
+
 def preflight(arguments: list[str]) -> None:
     """Check the command line of ``python -m bench``; raises ConfigError with a one-paragraph message."""
     args, _ = get_args_parser().parse_known_args(arguments)
@@ -187,6 +303,7 @@ def preflight(arguments: list[str]) -> None:
     if any(override.key_or_group.startswith("hydra.searchpath") for override in overrides):
         return
     check_names(overrides, bool(args.multirun))
+    check_keys(overrides)
     check_sparse_gradients(overrides)
     if args.cfg is None and args.info is None:
         check_writable(os.path.expanduser(results_folder(overrides, bool(args.multirun))))

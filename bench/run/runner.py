@@ -7,6 +7,7 @@ resuming from checkpoints, stop signals, failures, and a short description for t
 
 from __future__ import annotations
 
+import errno
 import math
 import signal
 import sys
@@ -32,8 +33,9 @@ from bench.formats.errors import ConfigError
 from bench.formats.files import write_summary
 from bench.formats.version import provenance
 from bench.run.build import check_settings, optimizer_record, setup
-from bench.run.checkpoint import Checkpoints
+from bench.run.checkpoint import Checkpoints, list_checkpoints
 from bench.run.device import PeakMemory, device_name, run_device
+from bench.run.folders import check_folder
 from bench.run.loop import Diverged, Recorder, train
 from bench.run.signals import Interrupted, StopSignals
 from bench.run.sweep import config_digest, variant_digest
@@ -62,6 +64,9 @@ def run(config: DictConfig, directory: Path, study: StudyHook | None = None) -> 
     newest good checkpoint when ``directory`` holds one (``resume``).
     """
     directory = Path(directory)
+    # Another configuration's run (ok, or its checkpoints) is never overwritten without force=true; nothing
+    # is written before this (bench.run.folders).
+    check_folder(directory, config_digest(config), bool(config.get("force")))
     started = time.perf_counter()
     recorder = Recorder(directory, tracker=tracker_for(config, directory))  # logger=tensorboard|mlflow
     summary = empty_summary()
@@ -175,6 +180,14 @@ def run(config: DictConfig, directory: Path, study: StudyHook | None = None) -> 
             # it does not requeue the job): the run stays interrupted, and the error goes on to the caller
             summary.update(status=INTERRUPTED, steps=stop.step, error=stopped(stop, config.steps))
             pending = error
+        elif disk_full(error):  # the environment, not the run: exit 2 saying so; re-running resumes
+            message = (
+                f"the disk is full ({error}) after step {recorder.completed_steps}: free space where the "
+                f"results go, then re-run the same command into {directory}"
+                + (", which resumes from its last checkpoint" if list_checkpoints(directory) else "")
+            )
+            summary.update(status=FAILED, steps=recorder.completed_steps, error=message)
+            pending = ConfigError(message)
         else:
             summary.update(
                 status=FAILED, steps=recorder.completed_steps, error=f"{type(error).__name__}: {error}"
@@ -203,6 +216,11 @@ def run(config: DictConfig, directory: Path, study: StudyHook | None = None) -> 
     if pending is not None:
         raise pending
     return summary
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error`` is a write that found no space left (the disk, or the user's quota)."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def stopped(stop: Interrupted, steps: int) -> str:

@@ -215,11 +215,21 @@ def existing(path: str | Path | None, data: str) -> Path:
     return resolved
 
 
+PIXELS = {"mnist": 28 * 28, "fashion_mnist": 28 * 28, "omniglot": 28 * 28}
+"""The pixels of one image of each data set read from files: a file of another geometry is not that data set."""
+
+
 def checked_pair(train: np.ndarray, test: np.ndarray, path: Path, data: str) -> None:
     if len(train) == 0 or len(test) == 0 or train.shape[1] != test.shape[1]:
         raise ConfigError(
             f"task.data={data}: expected non-empty train and test images of the same size, got "
             f"{train.shape} and {test.shape} from {path}. {HELP[data]}"
+        )
+    if data in PIXELS and train.shape[1] != PIXELS[data]:
+        raise ConfigError(
+            f"task.data={data}: {path} holds images of {train.shape[1]} pixels, but {data} has "
+            f"{PIXELS[data]} (28x28); this file is not {data}, and its results would be labelled so. "
+            f"{HELP[data]}"
         )
 
 

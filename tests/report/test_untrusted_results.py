@@ -74,6 +74,8 @@ def results(tmp_path_factory) -> Path:
         shutil.copytree(crafted, runs / name)
     (runs / "not_utf8" / "summary.json").write_bytes(b'{"task": "\xff\xfe toy"}')
     (runs / "nested" / "summary.json").write_text("[" * 100_000 + "]" * 100_000)
+    other_code = {**summary, "source_hash": "0123456789abcdef"}  # a run of another version of the code
+    (runs / "oversized" / "summary.json").write_text(json.dumps(other_code))
     with (runs / "oversized" / "metrics.csv").open("a") as handle:
         handle.write(f"4,{'m' * 200_000},1.0\n")  # a field over the csv module's 131,072 characters
     return base
@@ -97,9 +99,8 @@ def test_report_and_from_tables_write_only_into_their_folder_and_name_the_bad_fi
     ):
         assert str(runs / name / file) in report, name  # each unreadable file named in the report
     summary = (out / "summary.csv").read_text()
-    assert (
-        "crafted" in summary and "oversized" in summary
-    )  # the other runs (and the summary beside a bad file)
+    assert "crafted" in summary and "oversized" in summary  # the other runs; a summary beside a bad file
+    assert "**Mixed code versions.** These runs come from 2 versions of the code" in report
     capsys.readouterr()
 
     again = results / "work" / "again"

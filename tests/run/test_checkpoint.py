@@ -297,17 +297,21 @@ def test_a_run_refuses_a_bad_checkpoint_says_why_and_starts_over_or_stops_under_
     assert (tmp_path / "metrics.csv").read_bytes() == reference  # started over, same numbers
     assert checkpoint.load(path, digest)["step"] == 5  # and wrote a good checkpoint again
 
-    # A folder used by another configuration: its checkpoints are refused, never loaded.
+    # A folder used by another configuration: left untouched (bench.run.folders), its checkpoints never
+    # loaded; force=true replaces that run.
     (tmp_path / "summary.json").unlink()
     other = make_config("task=toy", "estimator=rloo", "samples=2", "steps=9", "probe.draws=2", "threads=1")
+    with pytest.raises(ConfigError, match="holds checkpoints of another configuration"):
+        run(other, tmp_path)
+    assert checkpoint.load(path, digest)["step"] == 5 and not (tmp_path / "summary.json").exists()
+    other.force = True
     summary = run(other, tmp_path)
     assert summary["status"] == "ok" and summary["resumed_from"] is None
-    assert "belongs to another configuration" in summary["resume_refused"]
     assert checkpoint.list_checkpoints(tmp_path) == []  # the other run's checkpoints are gone
 
     # force=true and resume=never start over without looking.
-    run(config, tmp_path)
     config.force = True
+    run(config, tmp_path)  # replaces the other configuration's run
     assert run(config, tmp_path)["resumed_from"] is None
     config.force, config.resume = False, "never"
     (tmp_path / "summary.json").unlink()

@@ -13,6 +13,7 @@ import math
 import time
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from bench.formats.contract import PROBE_FIELDS
@@ -71,6 +72,12 @@ def reference_gradient(task: Task, batch: Any, targets: Targets) -> Tensor | Non
     return None if reference is None else flatten(reference).detach()
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed (a GPU's or the CPU allocator's)."""
+    text = str(error).lower()
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate" in text
+
+
 def probe(
     task: Task,
     estimator: Estimator,
@@ -127,7 +134,8 @@ def probe(
         except (RuntimeError, NotImplementedError) as error:
             # torch.func refuses some operations (.item(), data-dependent Python control flow, an
             # autograd.Function without a vmap rule); in auto mode the loop computes the same statistics.
-            if mode == "true":
+            # Not when memory ran out: the loop would draw the same M estimates one by one, for hours.
+            if mode == "true" or out_of_memory(error):
                 raise
             reason = f"the vectorized draw failed with {type(error).__name__}: {str(error).splitlines()[0]}"
             mark_blocked(task, estimator, reason)
