@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.formats.contract import OK
+from bench.formats.names import file_name, inside
 from bench.report.declarations import Panel  # noqa: E402
 from bench.report.gradients import COSTS, Crossing, mse_at_budget  # noqa: E402
 from bench.report.palette import Group, coinciding, groups_note, styles  # noqa: E402
@@ -66,25 +67,41 @@ def output(dpi: int, pdf: bool) -> Iterator[None]:
         OUTPUT.dpi, OUTPUT.pdf = saved.dpi, saved.pdf
 
 
+WRITTEN: list[Path] = []
+"""Every file ``write_files`` and ``save`` wrote in this process, in order (the results page removes exactly
+these when it draws again, ``bench.report.publish.page``)."""
+
+
+def output_file(directory: Path, stem: str, suffix: str) -> Path:
+    """Where a figure's file goes: ``bench.formats.names.file_name`` (the stem made safe: task and section
+    names come from results folders, which are untrusted input) inside ``directory``, symbolic links
+    resolved; ConfigError rather than a path outside it. Recorded in ``WRITTEN``."""
+    path = inside(directory, file_name(stem, suffix))
+    WRITTEN.append(path)
+    return path
+
+
 def write_files(figure: plt.Figure, directory: Path, stem: str) -> str:
     """``stem``.png (and ``stem``.pdf, see ``OUTPUT``) in ``directory``; closes the figure; returns the PNG's
-    file name."""
+    file name (``output_file``: the stem made safe)."""
     # bbox_inches="tight": long labels must not push titles and axis labels off the canvas.
-    figure.savefig(directory / f"{stem}.png", dpi=OUTPUT.dpi, bbox_inches="tight")
-    if OUTPUT.pdf:
-        figure.savefig(directory / f"{stem}.pdf", bbox_inches="tight")
-    plt.close(figure)
-    return f"{stem}.png"
+    try:
+        figure.savefig(output_file(directory, stem, ".png"), dpi=OUTPUT.dpi, bbox_inches="tight")
+        if OUTPUT.pdf:
+            figure.savefig(output_file(directory, stem, ".pdf"), bbox_inches="tight")
+    finally:
+        plt.close(figure)
+    return file_name(stem, ".png")
 
 
 def save(figure: plt.Figure, directory: Path, stem: str, data: pd.DataFrame | None = None) -> str:
     """Write ``stem``.png and ``stem``.pdf (and ``stem``.csv, the numbers drawn) into ``directory``;
-    returns the PNG's file name."""
+    returns the PNG's file name (``output_file``: the stem made safe)."""
     figure.tight_layout()
     write_files(figure, directory, stem)
     if data is not None:
-        data.to_csv(directory / f"{stem}.csv", index=False)
-    return f"{stem}.png"
+        data.to_csv(output_file(directory, stem, ".csv"), index=False)
+    return file_name(stem, ".png")
 
 
 def count_text(counts: list[int]) -> str:
