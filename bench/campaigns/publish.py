@@ -78,8 +78,21 @@ def chosen_studies(only: list[str], settings: list[str]) -> tuple[PageStudy, ...
 
 
 def command(study: PageStudy, results: Path, jobs: int, niceness: int) -> list[str]:
-    """The study's sweep: ``python -m bench -m`` (or ``python -m bench.tune``) into its folder."""
+    """The study's sweep: ``python -m bench -m`` (or ``python -m bench.tune``) into its folder; a
+    recommendation's ``python -m bench.recommend`` with that folder as ``recommend.dir``; a script's
+    ``python scripts/<name>.py`` (run by hand, its output committed: nothing to run here, an empty list)."""
     prefix = ["nice", "-n", str(niceness)] if niceness and shutil.which("nice") else []
+    if study.command.endswith(".py"):
+        return []
+    if study.command == "bench.recommend":
+        return [
+            *prefix,
+            sys.executable,
+            "-m",
+            study.command,
+            *study.overrides,
+            f"recommend.dir={study_folder(results, study)}",
+        ]
     multirun = ["-m"] if study.command == "bench" else []
     return [
         *prefix,
@@ -104,6 +117,13 @@ def run_studies(
     started = time.monotonic()
     for number, study in enumerate(studies, 1):
         arguments = command(study, results, jobs, niceness)
+        if not arguments:
+            print(
+                f"[{number}/{len(studies)}] {study.name}: its script runs by hand ({study.command}); the "
+                "page shows what it committed",
+                flush=True,
+            )
+            continue
         print(f"[{number}/{len(studies)}] {study.name}: {shlex.join(arguments)}", flush=True)
         if dry_run:
             continue

@@ -398,6 +398,14 @@ def figure_bias_variance(
     spans = np.array([np.ptp(placed["x"]) or 1.0, np.ptp(placed["y"]) or 1.0])
     groups = coinciding(points, spans=spans)
     style = styles(table["label"], groups)
+    # What one estimate costs, written beside each configuration: at unequal cost a lower error can be bought
+    # with more evaluations of f (the same-point study's equal-cost comparison matches them).
+    costs = (
+        pd.to_numeric(parts["f_evals"], errors="coerce").groupby(parts["label"]).median()
+        if "f_evals" in parts
+        else pd.Series(dtype=float)
+    )
+    unequal = costs.dropna().nunique() > 1
     for row in table.itertuples():
         colour = palette[row.label]
         rejected, tested = verdicts.get(row.label, (0, 0))
@@ -422,11 +430,20 @@ def figure_bias_variance(
             mew=2,
             capsize=3,
             label=(
-                f"{drawn.legend}: {rejected} of {tested} probes biased"
+                f"{drawn.legend}{cost_text(costs.get(row.label))}: {rejected} of {tested} probes biased"
                 if tested
-                else f"{drawn.legend}: no test"
+                else f"{drawn.legend}{cost_text(costs.get(row.label))}: no test"
             ),
         )
+        if unequal and math.isfinite(costs.get(row.label, math.nan)):
+            axis.annotate(
+                f"{costs[row.label]:g} f",
+                (row.variance, row.bias),
+                xytext=(7, 5),
+                textcoords="offset points",
+                fontsize=7,
+                color=colour,
+            )
         if not bars:
             seeds = raw[raw["label"] == row.label]
             axis.plot(seeds["variance"], seeds["bias"], ".", color=colour, alpha=0.6, ms=5)
@@ -455,13 +472,24 @@ def figure_bias_variance(
         title=f"{task}: squared bias against variance at {where}\n(variance: {interval_words(True)};\n"
         f"‖b‖²: {interval_words(False)}; over {count_text(table['seeds'].tolist())} seeds;\n"
         f"filled: the bias test rejects zero bias at 5% at {where} in at least one seed,\n"
-        f"{family})" + exact + few_text + (f"\n{groups_note(groups)}" if groups else ""),
+        f"{family})"
+        + exact
+        + few_text
+        + (f"\n{groups_note(groups)}" if groups else "")
+        + ("\nunequal cost: 'n f' beside a point is its evaluations of f per estimate" if unequal else ""),
     )
     axis.title.set_fontsize(9)
     # Outside the axes: inside, the legend hides the points it names.
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     axis.grid(which="both", alpha=0.3)
     return save(figure, directory, f"{task}_bias_variance", table.assign(panel="bias_variance"))
+
+
+def cost_text(evaluations: float | None) -> str:
+    """`` (n f)``: a configuration's evaluations of f per estimate in a legend; nothing when unknown."""
+    if evaluations is None or not math.isfinite(evaluations):
+        return ""
+    return f" ({evaluations:g} f)"
 
 
 def figure_by_training_time(

@@ -29,6 +29,8 @@ FIGURES = {
     "variance": "the gradient variance per configuration at the probe point",
     "study": "the same-point gradient study's figures",
     "tuned": "a tuned study's choices, learning-rate sensitivity, final table and held-out check",
+    "recommendation": "python -m bench.recommend's answer, its evidence and caveats (recommendation.md)",
+    "committed": "a script's committed table.md and figure in the study's folder (no runs of its own)",
 }
 """Figure kinds a study can show; besides these, ``section:<name>`` shows a task's declared section
 (``task.report``) with its table and figure, ``table:<name>`` its table alone."""
@@ -41,8 +43,11 @@ class PageStudy:
     ``overrides``: the study's ``python -m bench -m`` (or ``python -m bench.tune``) arguments, swept keys
     as ``key=a,b,c``; ``about``: a paragraph saying what is compared; ``figures``: what the page shows
     (keys of ``FIGURES``, ``section:<name>`` or ``table:<name>``); ``command``: ``bench`` (a Hydra
-    multirun) or ``bench.tune`` (the two-stage tuning protocol); ``runs``: the subfolder of the
-    study's folder whose runs the page reports (``final`` for a tuned study: its stage-2 runs).
+    multirun), ``bench.tune`` (the two-stage tuning protocol), ``bench.recommend`` (a recommendation: the
+    page shows its ``recommendation.md``) or a script (``scripts/<name>.py``, run by hand: the page shows
+    the ``table.md`` and figure it wrote into the study's folder); ``runs``: the subfolder of the study's
+    folder whose runs the page reports (``final`` for a tuned study: its stage-2 runs; ``stage2`` for a
+    recommendation).
     """
 
     name: str
@@ -111,6 +116,32 @@ STUDIES: tuple[PageStudy, ...] = (
         "with common random numbers: gradient quality at the same parameters (300 of the experiment's 1000 "
         "steps).",
         ("study",),
+    ),
+    PageStudy(
+        "vae_recommendation",
+        "Which estimator for the categorical VAE? (python -m bench.recommend)",
+        ("task=vae",),
+        "The answer of `python -m bench.recommend task=vae` at its default budget (10 minutes on 2 cores): "
+        "every estimator that fits the 4×8 VAE at equal cost in evaluations of f, each at its own best "
+        "learning rate of a small grid, the leaders rerun on fresh seeds and compared paired over seeds, "
+        "with the same-point evidence along the leader's trajectory and the caveats.",
+        ("recommendation",),
+        "bench.recommend",
+        "stage2",
+    ),
+    PageStudy(
+        "predictive_validity",
+        "Which same-point gradient statistic predicts training?",
+        (),
+        "The Spearman rank correlation, per seed, between each estimator's final objective at equal cost "
+        "(each at its own best learning rate) and a gradient statistic measured at the same parameters (a "
+        "same-point study along a trajectory of that seed, averaged over 4 checkpoints), on three tasks; "
+        "mean over 5 seeds with a 95% t-interval. Training averages variance away over steps but not bias: "
+        "the horizon MSE ‖b‖² + V/H (Adam averages over about H = 1/(1 − β₁) = 10 steps) weighs them as "
+        "training does. The recommendation's evidence and the reports' same-point rankings use the best "
+        "predictor.",
+        ("committed",),
+        "scripts/predictive_validity.py",
     ),
     PageStudy(
         "vq_estimators",
