@@ -311,7 +311,9 @@ def heldout_table(document: dict[str, Any], tuned: StageTwo, heldout: StageTwo) 
     rows = []
     first, second = final_values(tuned.runs), final_values(heldout.runs)
     for condition in dict.fromkeys(choice["condition_label"] for choice in document["choices"]):
-        ranks = [rank_intervals(data[data["condition"] == condition]) for data in (first, second)]
+        here = [data[data["condition"] == condition] for data in (first, second)]
+        common = set(here[0]["optimizer"]) & set(here[1]["optimizer"])  # ranked among the same optimizers
+        ranks = [rank_intervals(data[data["optimizer"].isin(common)]) for data in here]
         if ranks[0].empty or ranks[1].empty:
             continue
         there = ranks[1].set_index("optimizer")
@@ -449,7 +451,7 @@ def figure_sensitivity(table: pd.DataFrame, document: dict[str, Any], directory:
     palette = palette_for(names)
     columns = min(4, len(conditions))
     rows = math.ceil(len(conditions) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.0 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns + 2.0, 3.4 * rows), squeeze=False)
     for axis, condition in zip(axes.ravel(), conditions, strict=False):
         here = table[table["condition"] == condition]
         finite = here["value"].dropna()
@@ -486,7 +488,7 @@ def figure_sensitivity(table: pd.DataFrame, document: dict[str, Any], directory:
         axis.grid(alpha=0.3)
     for axis in axes.ravel()[len(conditions) :]:
         axis.set_visible(False)
-    axes[0][0].legend(fontsize=7)
+    legend_outside(figure, axes[0][-1])
     figure.suptitle(
         f"{study_name(document, document.get('root', ''))}: sensitivity to the learning rate "
         f"(stage 1, {len(document['seeds'])} seeds)",
@@ -512,7 +514,7 @@ def figure_tuned_curves(stage_two: StageTwo, document: dict[str, Any], directory
     conditions = list(dict.fromkeys(choice["condition_label"] for choice in document["choices"]))
     names = list(dict.fromkeys(choice["name"] for choice in document["choices"]))
     palette = palette_for(names)
-    figure, axes = plt.subplots(2, len(conditions), figsize=(3.6 * len(conditions), 5.6), squeeze=False)
+    figure, axes = plt.subplots(2, len(conditions), figsize=(4.6 * len(conditions) + 2.0, 6.4), squeeze=False)
     drawn = []
     for column, condition in enumerate(conditions):
         here = data[data["condition"] == condition].assign(label=lambda frame: frame["optimizer"])
@@ -540,13 +542,35 @@ def figure_tuned_curves(stage_two: StageTwo, document: dict[str, Any], directory
         axes[0][column].set_title(
             condition if condition != "default" else document.get("task", ""), fontsize=8
         )
-    axes[0][0].legend(fontsize=7)
+    legend_outside(figure, axes[0][-1])
     figure.suptitle(
         f"{study_name(document, document.get('root', ''))}: tuned settings, mean ± 95% t-interval over "
         f"{len(document['final_seeds'])} seeds",
         fontsize=9,
     )
     return save(figure, directory, stem, pd.concat(drawn, ignore_index=True) if drawn else None)
+
+
+def legend_outside(figure: Any, axis: Any) -> None:
+    """The legend to the right of the last panel of the first row, outside every panel (inside, it hid the
+    curves it names); the panels narrowed to make room."""
+    handles, labels = [], []
+    for other in figure.axes:
+        for handle, label in zip(*other.get_legend_handles_labels(), strict=True):
+            if label not in labels and not label.startswith("_"):
+                handles.append(handle)
+                labels.append(label)
+    axis.legend(
+        handles,
+        labels,
+        fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.03, 1.0),
+        borderaxespad=0.0,
+        frameon=False,
+    )
+    width = figure.get_figwidth()
+    figure.subplots_adjust(right=1.0 - 1.9 / width)
 
 
 def figure_profile(table: pd.DataFrame, directory: Path, stem: str) -> str:

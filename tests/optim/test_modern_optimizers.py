@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from pytorch_optimizer import SOAP, Muon, ScheduleFreeAdamW
 from torch import nn
 
@@ -139,5 +140,7 @@ def test_preconditioners_that_would_not_fit_are_refused(config_factory, monkeypa
         build_module.check_optimizer_memory(config, table, torch.device("cpu"))
     monkeypatch.setattr(build_module, "available_bytes", lambda device: 2 * expected)
     build_module.check_optimizer_memory(config, table, torch.device("cpu"))
-    soap = config_factory("task=embedding", "optimizer=soap", "optimizer.max_precondition_dim=1000")
-    assert build_module.preconditioner_memory(soap, table) == 2 * 32 * 32 * 4  # 3,000 rows: identity
+    soap = OmegaConf.create(
+        {"optimizer": {"_target_": "pytorch_optimizer.SOAP", "max_precondition_dim": 1000}}
+    )
+    assert build_module.preconditioner_memory(soap, table) == 2 * 32 * 32 * 4  # the 3,000 rows not rotated

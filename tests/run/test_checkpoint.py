@@ -81,7 +81,7 @@ MODERN = {
     "muon": ("schedule=cosine", "warmup_steps=1"),
     "shampoo": (
         "schedule=linear",
-        "block_size=4",
+        "block_size=32",  # the 64-pixel input dimension in two blocks
         "start_preconditioning_step=2",
         "preconditioning_compute_steps=2",
     ),
