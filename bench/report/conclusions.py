@@ -123,7 +123,7 @@ def conclusions(analysis: Any, rankings: list[Any]) -> list[str]:
         interval = final.table["interval"].iloc[0]
         seeds = len(final.seeds)
         at_cost = (
-            f" at equal cost ({int(cost.iloc[0])} evaluations of f per estimate)"
+            f" at equal cost ({int(cost.iloc[0])} evaluation(s) of f per estimate)"
             if len(cost) and not unequal
             else ""
         )
@@ -176,8 +176,9 @@ def conclusions(analysis: Any, rankings: list[Any]) -> list[str]:
             avoid = [label for label in biased if label in worse]
             kept = [label for label in biased if label not in worse]
             if avoid:
+                costs = " at these costs" if unequal else ""
                 sentences.append(
-                    f"Not to use here: {label_list(avoid)}, biased (the test rejects zero bias) and "
+                    f"Not to use here{costs}: {label_list(avoid)}, biased (the test rejects zero bias) and "
                     "significantly worse."
                 )
             if kept:

@@ -36,4 +36,4 @@ def test_no_difference_is_claimed_that_the_paired_interval_does_not_support():
     paragraph = " ".join(conclusions(Analysis, [ranking]))
     assert "Significantly worse than `a`" in paragraph and "`b`" in paragraph
     assert "`c` is not significantly different from it" in paragraph
-    assert "at equal cost (2 evaluations of f per estimate)" in paragraph
+    assert "at equal cost (2 evaluation(s) of f per estimate)" in paragraph

@@ -33,10 +33,12 @@ from bench.formats.contract import (
 from bench.formats.errors import ConfigError
 from bench.formats.names import file_name, inside, is_safe
 from bench.formats.tables import markdown_table
+from bench.report.comparisons import rank
+from bench.report.conclusions import conclusions
 from bench.report.declarations import Panel, task_declaration
 from bench.report.figures import WRITTEN, figure_bias_variance, figure_panels, figure_scale, output
 from bench.report.gradients import error_parts
-from bench.report.markdown import GENERIC_PANELS, analyse, main_table, section_lines
+from bench.report.markdown import GENERIC_PANELS, analyse, main_table, section_lines, values_of
 from bench.report.palette import palette_for
 from bench.report.publish.studies import DEFAULT_BUDGET, STUDIES, PageStudy
 from bench.report.read import CURVES_TABLE, SUMMARY_TABLE, load_runs, read_tables, write_tables
@@ -507,7 +509,9 @@ def task_part(
 ) -> list[str]:
     """One task of an own-trajectory study: the main table and the study's figures, each with its sentence."""
     analysis = analyse(task, summaries, curves)
-    lines = [f"### Task `{task}`", "", *main_table(analysis)]
+    final = rank(task, "final_loss", values_of(analysis.ok, "final_loss"), log=False)
+    paragraph = conclusions(analysis, [final] if final is not None else [])
+    lines = [f"### Task `{task}`", "", *paragraph, *main_table(analysis)]
     for kind in study.figures:
         if kind.startswith(("section:", "table:")):
             which, _, name = kind.partition(":")
