@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from pytorch_optimizer import SOAP, Muon, ScheduleFreeAdamW
 from torch import nn
 
 from bench.formats.errors import ConfigError
 from bench.run.build import build
 from optim.lazy import LazyAdam
 from optim.lookahead import Lookahead
+from optim.shampoo import BlockShampoo
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 CONFIGS = sorted(path.stem for path in (CONF / "optimizer").glob("*.yaml"))
@@ -23,6 +25,11 @@ EXPECTED = {
     "lookahead": Lookahead,
     "lazy_adam": LazyAdam,
     "sparse_adam": torch.optim.SparseAdam,
+    "nadamw": torch.optim.NAdam,
+    "schedule_free_adamw": ScheduleFreeAdamW,
+    "soap": SOAP,
+    "muon": Muon,
+    "shampoo": BlockShampoo,
 }
 
 
