@@ -235,10 +235,11 @@ STUDIES: tuple[PageStudy, ...] = (
     PageStudy(
         "optimizers_vae_tuned",
         "Estimator × optimizer on the 3 × 8 VAE (tuned)",
-        ("+experiment=optimizers_vae_tuned", "tuning.seeds=[0]"),
+        ("+experiment=optimizers_vae_tuned", "tuning.seeds=[0]", "steps=300"),
         "Adam, Lookahead(Adam) and SGD with momentum, each tuned separately for each estimator (score "
         "function without a baseline, RLOO, straight-through Gumbel-Softmax, ReinMax; S = 2) on the digits "
-        "VAE with 3 latents of 8 classes (one stage-1 seed, reduced from the experiment's two), 600 steps; "
+        "VAE with 3 latents of 8 classes (reduced: one stage-1 seed of the experiment's two, 300 of its 600 "
+        "steps); "
         "held out: 4 latents instead of 3. The final table is the estimator × optimizer table: does "
         "Lookahead help more with high-variance estimators?",
         ("tuned",),
