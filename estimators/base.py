@@ -38,6 +38,7 @@ estimator with a new kind of noise changes no file but its own. The noise is a d
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -334,6 +335,26 @@ def gumbel_noise(shape: torch.Size | tuple[int, ...], like: Tensor, noise: Noise
     tiny = torch.finfo(like.dtype).tiny
     uniform = noise_stream(noise, "uniform", shape, like).clamp(tiny, 1.0 - 1e-7)
     return -torch.log(-torch.log(uniform))
+
+
+@functools.cache
+def simd_floats() -> int:
+    """The elements of one SIMD vector of torch's CPU kernels: 16 with AVX-512, else 8."""
+    return 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
+
+
+def softmax(values: Tensor, dim: int = -1) -> Tensor:
+    """``values.softmax(dim)``, taken along a leading dimension where that is faster; equal up to rounding.
+
+    On the CPU, torch's softmax over the innermost dimension handles a dimension shorter than one SIMD vector
+    (``simd_floats``) row by row: over C = 8 classes of a (256, 1, 32, 4, 8) float32 tensor (a VAE probe's
+    relaxed samples) forward and backward took 6.6 ms on one AVX-512 thread against 0.84 ms along a leading
+    dimension (float64: 7.4 against 2.9 ms). So a short ``dim`` is moved to the front (softmax copies it
+    contiguous; the result is a view moved back); elsewhere, and on a GPU, this is ``values.softmax(dim)``.
+    """
+    if values.device.type != "cpu" or values.dim() < 2 or values.shape[dim] >= simd_floats():
+        return values.softmax(dim)
+    return values.movedim(dim, 0).softmax(0).movedim(0, dim)
 
 
 def one_hot_like(index: Tensor, like: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from estimators.base import Noise, Objective, expand_samples, gumbel_noise
+from estimators.base import Noise, Objective, expand_samples, gumbel_noise, softmax
 from estimators.schedule import TemperatureEstimator
 
 
@@ -23,8 +23,9 @@ def perturbed_logits(logits: Tensor, samples: int, noise: Noise | None = None) -
 
 
 def relaxed_sample(logits: Tensor, samples: int, tau: float, noise: Noise | None = None) -> Tensor:
-    """Concrete samples of shape (S, *logits.shape): softmax((logits + g)/τ)."""
-    return (perturbed_logits(logits, samples, noise) / tau).softmax(-1)
+    """Concrete samples of shape (S, *logits.shape): softmax((logits + g)/τ) (``base.softmax``: fast over a
+    few classes)."""
+    return softmax(perturbed_logits(logits, samples, noise) / tau)
 
 
 class Gumbel(TemperatureEstimator):

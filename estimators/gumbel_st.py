@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from estimators.base import Noise, Objective, one_hot_like
+from estimators.base import Noise, Objective, one_hot_like, softmax
 from estimators.gumbel import perturbed_logits
 from estimators.schedule import TemperatureEstimator
 
@@ -23,7 +23,7 @@ class GumbelST(TemperatureEstimator):
     def forward(self, logits: Tensor, f: Objective, samples: int = 1, noise: Noise | None = None) -> Tensor:
         self.check_samples(samples)
         perturbed = perturbed_logits(logits, samples, noise)
-        relaxed = (perturbed / self.tau).softmax(-1)
+        relaxed = softmax(perturbed / self.tau)
         # argmax of logits + g itself, not of the rounded softmax: the class of the Gumbel-max trick, the
         # same as every other estimator's given the same noise.
         hard = one_hot_like(perturbed.detach().argmax(-1), relaxed)
