@@ -27,6 +27,7 @@ from bench.run.probe.draws import (
     draw_gradients_vectorized,
     probe_targets,
     split_parameters,
+    vectorized_draws,
 )
 from bench.run.probe.reference import monte_carlo_reference, unbiasedness_check
 from bench.run.probe.statistics import flatten, gradient_statistics
@@ -128,9 +129,11 @@ def probe(
     synchronize = synchronizer(targets.tensors[0].device) if targets.tensors else lambda: None
     synchronize()  # a GPU's queued work is not the draws'; the time below is theirs alone
     start = time.perf_counter()
+    deterministic = None
     if vectorized:
         try:
-            gradients = draw_gradients_vectorized(task, estimator, samples, batch, draws, targets=targets)
+            drawn = vectorized_draws(task, estimator, samples, batch, draws, targets=targets)
+            gradients, deterministic = drawn.gradients, drawn.deterministic
         except (RuntimeError, NotImplementedError) as error:
             # torch.func refuses some operations (.item(), data-dependent Python control flow, an
             # autograd.Function without a vmap rule); in auto mode the loop computes the same statistics.
@@ -146,8 +149,10 @@ def probe(
         gradients = draw_gradients(task, estimator, samples, batch, draws, batches, targets)
     synchronize()
     elapsed = time.perf_counter() - start
-    # With a fresh batch per draw the deterministic terms differ between draws: not a constant to remove.
-    deterministic = deterministic_gradient(task, batch, targets) if batches is None else None
+    # With a fresh batch per draw the deterministic terms differ between draws: not a constant to remove. The
+    # vectorized draws computed it on the way.
+    if not vectorized and batches is None:
+        deterministic = deterministic_gradient(task, batch, targets)
     if getattr(task, "reference", "none") != "monte_carlo":
         stats: dict[str, Any] = gradient_statistics(
             gradients, reference_gradient(task, batch, targets), deterministic

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -171,14 +171,45 @@ class StochasticPart(nn.Module):
 
 
 def read_directly(stochastic: StochasticPart, leaves: list[Tensor], targets: list[Tensor]) -> list[bool]:
-    """Which probed parameters f reads other than through the distribution parameters (one trial draw)."""
+    """Which probed parameters f reads other than through the distribution parameters (one trial draw).
+
+    A target is read when its gradient node is reachable from the trial value's graph, which is what
+    ``autograd.grad(value, targets, allow_unused=True)`` answers with a gradient rather than None, found
+    without the backward pass (for targets that are not leaves, the backward pass answers).
+    """
     with torch.enable_grad():
         trial = [leaf.detach().requires_grad_(leaf.requires_grad) for leaf in leaves]
         value = stochastic(trial)
         if not value.requires_grad:
             return [False] * len(targets)
-        used = torch.autograd.grad(value, targets, allow_unused=True)
-    return [gradient is not None for gradient in used]
+        if not all(target.is_leaf for target in targets):
+            used = torch.autograd.grad(value, targets, allow_unused=True)
+            return [gradient is not None for gradient in used]
+    reached = graph_leaves(value.grad_fn)
+    return [id(target) in reached for target in targets]
+
+
+def graph_leaves(node: Any) -> set[int]:
+    """The ids of the leaf tensors whose gradients the autograd graph below ``node`` accumulates."""
+    found, seen, stack = set(), set(), [node]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)  # AccumulateGrad: the leaf it accumulates into
+        if variable is not None:
+            found.add(id(variable))
+        stack.extend(child for child, _ in node.next_functions)
+    return found
+
+
+class Draws(NamedTuple):
+    """The M gradient estimates (M, P) and the flattened exact gradient of the deterministic terms (P,), the
+    same in every draw and already part of every row (None where the loss cannot be split)."""
+
+    gradients: Tensor
+    deterministic: Tensor | None
 
 
 def draw_gradients_vectorized(
@@ -209,8 +240,24 @@ def draw_gradients_vectorized(
     ``chunk_size`` bounds memory by vectorizing that many draws at a time. ``noise``: pre-drawn noise for
     the estimator with a leading dimension M (``estimators.base.draw_noise(..., draws=M)``), passed to
     ``vmap`` as a batched argument, so that draw m reads its m-th slice (common random numbers); whatever
-    else the estimator draws still comes from the global generator.
+    else the estimator draws still comes from the global generator. ``vectorized_draws`` returns the
+    deterministic term's gradient beside them.
     """
+    return vectorized_draws(task, estimator, samples, batch, draws, chunk_size, targets, noise).gradients
+
+
+def vectorized_draws(
+    task: Task,
+    estimator: Estimator,
+    samples: int,
+    batch: Any,
+    draws: int,
+    chunk_size: int | None = None,
+    targets: Targets | None = None,
+    noise: Any = None,
+) -> Draws:
+    """``draw_gradients_vectorized``'s draws and the deterministic term's gradient it computed on the way
+    (what ``deterministic_gradient`` returns), so that a probe need not compute it again."""
     probed = targets or probe_targets(task, batch)
     targets = probed.tensors
     position = {id(target): index for index, target in enumerate(targets)}
@@ -278,13 +325,29 @@ def draw_gradients_vectorized(
             parts[position[id(target)]].append(direct_gradients[f"task.{module_names[id(target)]}"])
     finally:
         estimator.train(was_training)
+    return Draws(*assemble(parts, fixed, targets, draws))
+
+
+def assemble(
+    parts: list[list[Tensor]], fixed: list[Tensor | None], targets: list[Tensor], draws: int
+) -> tuple[Tensor, Tensor]:
+    """The (M, P) draws, each parameter's terms summed into its columns with the deterministic term's
+    gradient (``fixed``, the same in every draw) added in the same pass, and that gradient flattened."""
     sizes = [target.numel() for target in targets]
-    gradients = torch.empty((draws, sum(sizes)), dtype=targets[0].dtype, device=targets[0].device)
+    dtype, device = targets[0].dtype, targets[0].device
+    gradients = torch.empty((draws, sum(sizes)), dtype=dtype, device=device)
     for terms, constant, view in zip(parts, fixed, gradients.split(sizes, dim=1), strict=True):
         if not terms:
-            view.zero_()
-        for number, term in enumerate(terms):
-            view.copy_(term.reshape(draws, -1)) if number == 0 else view.add_(term.reshape(draws, -1))
-        if constant is not None:  # the deterministic term: the same in every draw
-            view.add_(constant.reshape(1, -1))
-    return gradients
+            view.zero_() if constant is None else view.copy_(constant.reshape(1, -1).expand_as(view))
+            continue
+        first = terms[0].reshape(draws, -1)
+        torch.add(first, constant.reshape(1, -1), out=view) if constant is not None else view.copy_(first)
+        for term in terms[1:]:
+            view.add_(term.reshape(draws, -1))
+    deterministic = torch.cat(
+        [
+            torch.zeros(size, dtype=dtype, device=device) if constant is None else constant.reshape(-1)
+            for constant, size in zip(fixed, sizes, strict=True)
+        ]
+    )
+    return gradients, deterministic.detach()
