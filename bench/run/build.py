@@ -99,6 +99,20 @@ def estimators_for(latent: str) -> list[str]:
     return names
 
 
+def tasks_for(latents: tuple[str, ...] | list[str]) -> list[str]:
+    """Names of the bundled task configs whose task class declares one of the latent kinds ``latents``
+    (a task built by a factory, ``task=custom``, declares its kind only once built: not listed)."""
+    names = []
+    for path in sorted((CONF_DIR / "task").glob("*.yaml")):
+        try:
+            target = get_object(config_target(path) or "")
+        except Exception:  # noqa: BLE001 - a broken config must not hide the others
+            continue
+        if isinstance(target, type) and getattr(target, "latent", None) in latents:
+            names.append(path.stem)
+    return names
+
+
 def learning_rates(node: Any, prefix: str) -> list[tuple[str, Any]]:
     """Every ``lr`` in an optimizer config, nested ones included (the inner optimizer of lookahead)."""
     found = []
@@ -214,10 +228,12 @@ def setup(config: DictConfig) -> tuple[Task, Estimator, torch.optim.Optimizer]:
     latent = task_target.latent if task is None else task.latent
     if latent not in estimator_cls.latents:
         fitting = estimators_for(latent)
+        tasks = tasks_for(estimator_cls.latents)
         raise ConfigError(
             f"Estimator '{config.estimator.name}' does not fit task '{config.task.name}': the task's latent "
             f"variables are {latent}, the estimator supports {', '.join(estimator_cls.latents)}. "
-            f"Estimators that fit {config.task.name}: {', '.join(fitting) or 'none'}.",
+            f"Estimators that fit {config.task.name}: {', '.join(fitting) or 'none'}. Tasks that "
+            f"{config.estimator.name} fits: {', '.join(tasks) or 'none of the bundled ones'}.",
             status=SKIPPED,
         )
     task = build(config.task) if task is None else task
