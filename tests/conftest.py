@@ -1,9 +1,21 @@
 """Fixtures shared by the tests; the helpers themselves live in ``tests/helpers.py``."""
 
+import os
+
 import pytest
 import torch
 
 from tests.helpers import make_config
+
+
+def pytest_configure(config):
+    """One torch thread per test process under pytest-xdist, which runs one worker per core: on tiny tensors
+    a second thread per worker only waits for a core another worker holds (a toy training step took 60 ms
+    with two threads on a loaded 2-core machine and 0.2 ms with one). Processes the tests start inherit it
+    through OMP_NUM_THREADS; a test that sets ``threads=N`` still gets N."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is not None:
+        torch.set_num_threads(1)
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture
