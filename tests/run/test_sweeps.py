@@ -104,13 +104,14 @@ def test_killed_sweep_resumes_only_the_missing_runs(tmp_path):
         f"hydra.sweep.dir={tmp_path}",
     )
     assert forced.returncode == 0 and "[done]" not in forced.stderr
-    # A different configuration written into a finished run's folder is run, not mistaken for it.
+    # A different configuration given a finished run's folder is neither mistaken for it nor allowed to
+    # overwrite it: exit 2, the folder as it was (force=true replaces it: tests/run/test_untrusted_input).
     folder = next(iter(before))  # e.g. "estimator=st,seed=0@1f0c2a9e"; its overrides are in .hydra/
     written = yaml.safe_load((tmp_path / folder / ".hydra" / "overrides.yaml").read_text())
     overrides = [item.replace("steps=400", "steps=401") for item in written]
     changed = run_cli("bench", *overrides, f"hydra.run.dir='{tmp_path / folder}'")
-    assert changed.returncode == 0 and "[done]" not in changed.stderr
-    assert json.loads((tmp_path / folder / "summary.json").read_text())["steps"] == 401
+    assert changed.returncode == 2 and "holds an ok run of another configuration" in changed.stderr
+    assert json.loads((tmp_path / folder / "summary.json").read_text())["steps"] == 400
 
 
 def test_report_marks_diverged_and_failed_runs(tmp_path):
