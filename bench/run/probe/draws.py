@@ -3,7 +3,8 @@
 ``draw_gradients`` runs ``task.loss`` M times (the per-draw loop); ``draw_gradients_vectorized`` draws them in
 one batched computation with ``torch.func``, because the randomness enters after the encoder: the encoder runs
 once and batched vector-Jacobian products carry the M draws through it (``docs/design.md``, "Implementation
-notes").
+notes"), with the per-draw gradients of its linear layers written straight into the draws
+(``bench.run.probe.linear``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.utils import _pytree as pytree
 
+from bench.run.probe import linear
 from bench.run.probe.statistics import flatten
 from bench.tasks.base import Task
 from estimators.base import Estimator
@@ -232,8 +234,10 @@ def draw_gradients_vectorized(
        probed parameters that f reads directly, through ``functional_call``) come from
        ``vmap(grad(.), randomness="different")``: every draw gets its own noise from the global generator;
     3. one batched vector-Jacobian product (``autograd.grad(..., is_grads_batched=True)``) maps them back
-       through the encoder to the probed parameters. Where the distribution parameters ARE the probed
-       parameters (``toy``, ``gaussian``) that map is the identity and is skipped.
+       through the encoder to the probed parameters, stopping at the outputs of ``nn.Linear`` layers, whose
+       per-draw weight and bias gradients one batched product per layer writes into the draws
+       (``bench.run.probe.linear``). Where the distribution parameters ARE the probed parameters (``toy``,
+       ``gaussian``) that map is the identity and is skipped.
 
     The estimator is in eval mode, so an EMA baseline is read, not updated. This assumes that
     ``task.distribution`` is deterministic; a task whose encoder is random declares ``vectorizable = False``.
@@ -257,23 +261,29 @@ def vectorized_draws(
     noise: Any = None,
 ) -> Draws:
     """``draw_gradients_vectorized``'s draws and the deterministic term's gradient it computed on the way
-    (what ``deterministic_gradient`` returns), so that a probe need not compute it again."""
+    (what ``deterministic_gradient`` returns), so that a probe need not compute it again.
+
+    The deterministic term's gradient with respect to the distribution's tensors is added to every draw's
+    gradient there, so that the batched vector-Jacobian product carries it to the probed parameters with the
+    draws (J^T(h_m + k) = J^T h_m + J^T k). The probed parameters of ``nn.Linear`` layers get their per-draw
+    gradients from one batched product per layer written straight into the draws
+    (``bench.run.probe.linear``), the others from autograd's batched product.
+    """
     probed = targets or probe_targets(task, batch)
     targets = probed.tensors
     position = {id(target): index for index, target in enumerate(targets)}
     module_names = {id(parameter): name for name, parameter in task.named_parameters(remove_duplicate=False)}
+    sizes = [target.numel() for target in targets]
+    gradients = torch.empty((draws, sum(sizes)), dtype=targets[0].dtype, device=targets[0].device)
+    views = list(gradients.split(sizes, dim=1))
     was_training = estimator.training
     estimator.eval()
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), linear.recording(linear.linear_layers(task.modules(), targets)) as calls:
             params = probed.distribution(batch)
+        with torch.enable_grad():
             leaves, rebuild = split_parameters(params)
-            deterministic = task.deterministic(params, batch)
-            fixed = (
-                torch.autograd.grad(deterministic, targets, allow_unused=True, retain_graph=True)
-                if deterministic.requires_grad
-                else [None] * len(targets)
-            )
+            fixed, at_leaves, beside = deterministic_parts(task, batch, params, leaves, rebuild, targets)
         stochastic = StochasticPart(task, estimator, samples, batch, rebuild)
         direct = [
             target
@@ -302,52 +312,94 @@ def vectorized_draws(
                 direct_values,
                 torch.zeros(draws, device=targets[0].device) if noise is None else noise,
             )
-        # Per probed parameter, the (M, *shape) terms of its gradient, summed straight into the output.
+        # Per probed parameter, the (M, *shape) terms of its gradient and the constants (the same in every
+        # draw) to add; ``written``: its columns already hold a term (bench.run.probe.linear).
         parts: list[list[Tensor]] = [[] for _ in targets]
+        constants: list[list[Tensor]] = [[] if value is None else [value] for value in beside]
+        written = [False] * len(targets)
         through_encoder = []
-        for leaf, gradient in zip(leaves, leaf_gradients, strict=True):
+        for leaf, gradient, constant in zip(leaves, leaf_gradients, at_leaves, strict=True):
             if id(leaf) in position:
                 parts[position[id(leaf)]].append(gradient)
+                constants[position[id(leaf)]] += [] if constant is None else [constant]
             elif leaf.requires_grad:
-                through_encoder.append((leaf, gradient))
+                through_encoder.append((leaf, gradient if constant is None else gradient + constant))
         if through_encoder:
+            roots = [leaf for leaf, _ in through_encoder]
+            chosen = linear.direct_calls(calls, roots, targets)
+            covered = {
+                id(parameter): views[position[id(parameter)]]
+                for call in chosen
+                for parameter in (call.module.weight, call.module.bias)
+                if parameter is not None and id(parameter) in position
+            }
+            others = [target for target in targets if id(target) not in covered]
             mapped = torch.autograd.grad(
-                [leaf for leaf, _ in through_encoder],
-                targets,
+                roots,
+                [call.output for call in chosen] + others,
                 grad_outputs=[gradient for _, gradient in through_encoder],
                 is_grads_batched=True,
                 allow_unused=True,
             )
-            for index, gradient in enumerate(mapped):
+            for call, cotangent in zip(chosen, mapped[: len(chosen)], strict=True):
+                linear.write_gradients(call, cotangent, covered)
+            for target in targets:
+                written[position[id(target)]] = id(target) in covered
+            for target, gradient in zip(others, mapped[len(chosen) :], strict=True):
                 if gradient is not None:
-                    parts[index].append(gradient)
+                    parts[position[id(target)]].append(gradient)
         for target in direct:
             parts[position[id(target)]].append(direct_gradients[f"task.{module_names[id(target)]}"])
     finally:
         estimator.train(was_training)
-    return Draws(*assemble(parts, fixed, targets, draws))
-
-
-def assemble(
-    parts: list[list[Tensor]], fixed: list[Tensor | None], targets: list[Tensor], draws: int
-) -> tuple[Tensor, Tensor]:
-    """The (M, P) draws, each parameter's terms summed into its columns with the deterministic term's
-    gradient (``fixed``, the same in every draw) added in the same pass, and that gradient flattened."""
-    sizes = [target.numel() for target in targets]
-    dtype, device = targets[0].dtype, targets[0].device
-    gradients = torch.empty((draws, sum(sizes)), dtype=dtype, device=device)
-    for terms, constant, view in zip(parts, fixed, gradients.split(sizes, dim=1), strict=True):
-        if not terms:
-            view.zero_() if constant is None else view.copy_(constant.reshape(1, -1).expand_as(view))
-            continue
-        first = terms[0].reshape(draws, -1)
-        torch.add(first, constant.reshape(1, -1), out=view) if constant is not None else view.copy_(first)
-        for term in terms[1:]:
-            view.add_(term.reshape(draws, -1))
+    for view, terms, added, done in zip(views, parts, constants, written, strict=True):
+        fill(view, [term.reshape(draws, -1) for term in terms], added, done)
     deterministic = torch.cat(
         [
-            torch.zeros(size, dtype=dtype, device=device) if constant is None else constant.reshape(-1)
-            for constant, size in zip(fixed, sizes, strict=True)
+            torch.zeros(size, dtype=gradients.dtype, device=gradients.device)
+            if value is None
+            else value.reshape(-1)
+            for value, size in zip(fixed, sizes, strict=True)
         ]
     )
-    return gradients, deterministic.detach()
+    return Draws(gradients, deterministic.detach())
+
+
+def deterministic_parts(
+    task: Task, batch: Any, params: Any, leaves: list[Tensor], rebuild: Callable, targets: list[Tensor]
+) -> tuple[list[Tensor | None], list[Tensor | None], list[Tensor | None]]:
+    """The deterministic term's gradients, each the same in every draw: with respect to the targets (what
+    ``deterministic_gradient`` returns), with respect to the distribution's tensors (``leaves``: added to
+    the draws' cotangents there), and with respect to the targets other than through those tensors (a learned
+    prior's logits, say: added to the draws as a constant). None where a gradient is zero."""
+    nothing = [None] * len(targets), [None] * len(leaves), [None] * len(targets)
+    value = task.deterministic(params, batch)
+    if not value.requires_grad:
+        return nothing
+    fixed = list(torch.autograd.grad(value, targets, allow_unused=True, retain_graph=True))
+    cut = [leaf.detach().requires_grad_(leaf.requires_grad) for leaf in leaves]
+    again = task.deterministic(rebuild(cut), batch)
+    if not again.requires_grad:
+        return fixed, nothing[1], nothing[2]
+    varying = [tensor for tensor in cut if tensor.requires_grad]
+    found = torch.autograd.grad(again, varying + targets, allow_unused=True)
+    at_cut = dict(zip((id(tensor) for tensor in varying), found[: len(varying)], strict=True))
+    return fixed, [at_cut.get(id(tensor)) for tensor in cut], list(found[len(varying) :])
+
+
+def fill(view: Tensor, terms: list[Tensor], constants: list[Tensor], written: bool) -> None:
+    """Sum ``terms`` (each (M, n)) and ``constants`` (each of n entries, the same in every draw) into ``view``
+    (M, n), in one pass where it can be, on top of what it holds when ``written``."""
+    constant = None
+    for value in constants:
+        constant = value.reshape(1, -1) if constant is None else constant + value.reshape(1, -1)
+    if not written and not terms:
+        view.zero_() if constant is None else view.copy_(constant.expand_as(view))
+        return
+    if not written:
+        first, terms = terms[0], terms[1:]
+        view.copy_(first) if constant is None else torch.add(first, constant, out=view)
+    elif constant is not None:
+        view.add_(constant)
+    for term in terms:
+        view.add_(term)
