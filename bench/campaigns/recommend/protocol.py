@@ -112,6 +112,14 @@ class Runner:
             OmegaConf.update(config, path, value, merge=True, force_add=True)
         return config
 
+    def training(
+        self, plan: Plan, candidate: Candidate, lr: float, seed: int, probe_every: int = 0
+    ) -> DictConfig:
+        """The config of one training run of the plan: ``plan.steps`` at ``lr`` and ``seed``, probed every
+        ``probe_every`` steps (0: at the end only) with ``PILOT_DRAWS`` draws."""
+        probes = {"probe.every": probe_every, "probe.draws": PILOT_DRAWS}
+        return self.config(candidate, lr=lr, steps=plan.steps, seed=seed, **probes)
+
     def screen(self, config: DictConfig, folder: Path, planned: float) -> Outcome:
         """A stage-1 run in memory: trained and evaluated, no probe, no files but one line in the ledger
         ``stage1.json`` (read back when the command runs again)."""
@@ -345,13 +353,7 @@ def run_protocol(
         for candidate in plan.candidates:
             for lr in plan.learning_rates(candidate):
                 for seed in plan.stage_one_seeds:
-                    config = runner.config(
-                        candidate,
-                        lr=lr,
-                        steps=plan.steps,
-                        seed=seed,
-                        **{"probe.every": 0, "probe.draws": PILOT_DRAWS},
-                    )
+                    config = runner.training(plan, candidate, lr, seed)
                     folder = Path("stage1") / safe_name(candidate.key) / f"lr={lr:g},seed={seed}"
                     outcome = runner.screen(config, folder, planned_seconds(plan, candidate, screening=True))
                     stage_one.setdefault(candidate.key, {}).setdefault(lr, []).append(outcome)
@@ -369,13 +371,7 @@ def run_protocol(
         for candidate in leaders:
             lr = chosen[candidate.key][0]
             for seed in plan.stage_two_seeds:
-                config = runner.config(
-                    candidate,
-                    lr=lr,
-                    steps=plan.steps,
-                    seed=seed,
-                    **{"probe.every": plan.probe_every, "probe.draws": PILOT_DRAWS},
-                )
+                config = runner.training(plan, candidate, lr, seed, plan.probe_every)
                 folder = Path("stage2") / safe_name(candidate.key) / f"seed={seed}"
                 outcome = runner.run(config, folder, planned_seconds(plan, candidate, 8 * PILOT_DRAWS))
                 stage_two.setdefault(candidate.key, []).append(outcome)
