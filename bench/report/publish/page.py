@@ -54,7 +54,14 @@ from bench.report.same_point.statistics import (
 )
 from bench.report.same_point.tables import STUDY_TABLES, collect_study_tables, read_study_tables
 from bench.report.statistics import on_log_scale
-from bench.report.tuning import TUNING_DIR, collect_tuning, profile_lines, read_studies
+from bench.report.tuning import (
+    CURVE_METRIC,
+    TARGET_METRIC,
+    TUNING_DIR,
+    collect_tuning,
+    profile_lines,
+    read_studies,
+)
 from bench.report.tuning import study_lines as tuned_study_lines
 from bench.report.write import curves_of, numeric
 
@@ -142,7 +149,9 @@ def write_study_tables(root: Path, study: PageStudy, directory: Path) -> bool:
     summaries.insert(summaries.columns.get_loc("run") + 1, "folder", summaries["run"])
     summaries["run"] = summaries["run"].map(short)
     metrics = runs.metrics.assign(run=runs.metrics["run"].map(short))
-    runs.metrics = metrics[metrics["metric"].isin(drawn_metrics(summaries))]
+    # A tuned study's part draws the objective and the validation objective alone (bench.report.tuning).
+    drawn = {CURVE_METRIC, TARGET_METRIC} if tuned else drawn_metrics(summaries)
+    runs.metrics = metrics[metrics["metric"].isin(drawn)]
     write_tables(runs, directory)
     collect_study_tables(folder, directory)
     if (directory / STUDY_TABLES[0]).is_file():
