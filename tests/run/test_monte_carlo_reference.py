@@ -3,8 +3,8 @@ its bias numbers agree with the exact reference's within their standard errors; 
 its own; it is chosen by ``task.reference`` and recorded in the summary as what it is.
 
 Standard error of grad_bias_sq = ‖ḡ − r̄‖² − V̂/M − V̂_R/N: ḡ − r̄ has mean b and covariance Σ_tot = Σ/M + Σ_R/N,
-so Var ‖ḡ − r̄‖² = 2 tr(Σ_tot²) + 4 bᵀΣ_tot b (Gaussian), with tr Σ², tr Σ_R², tr ΣΣ_R from the draws' pair
-differences (unbiased U-statistics, ``bench.run.probe.statistics``) and bᵀΣb, bᵀΣ_R b from their spread
+so Var ‖ḡ − r̄‖² = 2 tr(Σ_tot²) + 4 bᵀΣ_tot b (Gaussian), with tr Σ², tr Σ_R², tr ΣΣ_R from the draws (unbiased
+estimators, ``bench.run.probe.statistics``) and bᵀΣb, bᵀΣ_R b from their spread
 along b.
 """
 
@@ -20,7 +20,7 @@ from bench.formats.contract import REFERENCE_FIELDS, summary_problems
 from bench.formats.errors import ConfigError
 from bench.run.probe import draw_gradients_vectorized, gradient_statistics, monte_carlo_reference, probe
 from bench.run.probe.draws import deterministic_gradient, probe_targets
-from bench.run.probe.statistics import flatten, pair_differences, trace_of_product, trace_of_square
+from bench.run.probe.statistics import draw_moments, flatten, trace_of_product
 from bench.tasks.base import choose_reference
 from bench.tasks.gaussian import GaussianTask
 from bench.tasks.vae import VAE
@@ -46,12 +46,12 @@ def spread_along(draws: torch.Tensor, direction: torch.Tensor) -> float:
 def bias_standard_error(gradients, reference_draws, bias, probe_noise: bool = True) -> float:
     """√(2 tr(Σ_tot²) + 4 bᵀΣ_tot b), Σ_tot = Σ/M + Σ_R/N (Σ_R/N alone without ``probe_noise``)."""
     m, n = len(gradients), len(reference_draws)
-    differences, reference_differences = pair_differences(gradients), pair_differences(reference_draws)
-    squares = trace_of_square(reference_differences)[0] / n**2
+    probes, references = draw_moments(gradients), draw_moments(reference_draws)
+    squares = references.trace_square / n**2
     along = spread_along(reference_draws, bias) / n
     if probe_noise:
-        squares += trace_of_square(differences)[0] / m**2
-        squares += 2 * trace_of_product(differences, reference_differences) / (m * n)
+        squares += probes.trace_square / m**2
+        squares += 2 * trace_of_product(probes, references) / (m * n)
         along += spread_along(gradients, bias) / m
     return math.sqrt(max(2 * squares + 4 * along, 0.0))
 

@@ -26,7 +26,7 @@ stochastic objective and no reference at all (in the spirit of the bias check of
 "DisARM"): n independent pairs (ĝ_i, r̂_i) of the estimator and of a second, unbiased estimator (the one the
 Monte-Carlo reference would choose) at the same parameters and data; their differences d_i = ĝ_i − r̂_i have
 mean b, the estimator's bias. Along the running n it reports ‖d̄‖, the noise floor √(V̂_d/n), the squared bias
-‖d̄‖² − V̂_d/n, the p-value of the probes' test of zero bias (F(ν, ν(n − 1)), Satterthwaite's ν) and its
+‖d̄‖² − V̂_d/n, the p-value of the probes' test of zero bias (``bench.run.probe.statistics.bias_test``) and its
 z-score z = Φ⁻¹(1 − p): about N(0, 1) for an unbiased estimator, growing like √n·‖b‖ for a biased one.
 """
 
@@ -39,13 +39,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from scipy import special, stats
+from scipy import special
 from torch import Tensor
 from torch.utils._pytree import tree_leaves
 
 from bench.formats.errors import ConfigError
 from bench.run.probe.draws import Targets, draw_gradients, draw_gradients_vectorized, probe_targets
-from bench.run.probe.statistics import bias_test_degrees, centred_float64, pair_differences, trace_of_square
+from bench.run.probe.statistics import bias_test, draw_moments, draw_variance
 from bench.run.probe.vectorize import report_fallback, vectorization_blocker
 from bench.tasks.base import Task
 from estimators.base import Estimator
@@ -163,11 +163,6 @@ def draw(
     return draw_gradients(task, candidate.estimator, candidate.samples, batch, count, None, targets)
 
 
-def draw_variance(draws: Tensor) -> float:
-    """V̂ = 1/(n−1) Σ‖r̂_i − r̄‖², in float64."""
-    return centred_float64(draws)[2]
-
-
 def choose(
     task: Task, batch: Any, targets: Targets, vectorize: bool = True, pilot_draws: int = PILOT_DRAWS
 ) -> tuple[Candidate, dict[str, float]]:
@@ -248,28 +243,21 @@ class UnbiasednessCheck:
 def difference_statistics(differences: Tensor) -> CheckPoint:
     """‖d̄‖, √(V̂_d/n), ‖d̄‖² − V̂_d/n and the test of E d = 0 for the rows of ``differences`` (n, P).
 
-    The test is the probes' (``bench.run.probe.statistics``, an exact reference of zero): T = ‖d̄‖²/(V̂_d/n)
-    against F(ν, ν₂) with the probes' degrees of freedom (``bias_test_degrees``); z = Φ⁻¹(1 − p), from log p
-    so that it keeps growing where p underflows, and from Paulson's (1942) normal approximation of F beyond
-    that.
+    The test is the probes' (``bench.run.probe.statistics.bias_test``, an exact reference of zero): T′ against
+    F(ν, ν₂); z = Φ⁻¹(1 − p), from log p so that it keeps growing where p underflows, and from Paulson's
+    (1942) normal approximation of F beyond that.
     """
     pairs, dimension = differences.shape
-    centred, mean, variance, variance_spread = centred_float64(differences)
-    del centred
-    error_norm_sq = float(mean @ mean)
-    noise = variance / pairs
+    moments = draw_moments(differences)
+    error_norm_sq = float(moments.mean @ moments.mean)
+    noise = moments.variance / pairs
     point = CheckPoint(pairs, math.sqrt(error_norm_sq), math.sqrt(noise), error_norm_sq - noise, math.nan, 0)
-    squares = trace_of_square(pair_differences(differences)) if dimension > 1 else (variance**2,) * 2
-    degrees = bias_test_degrees(
-        variance, pairs, squares, dimension=dimension, variance_spread=variance_spread
-    )
-    if degrees is None:
+    test = bias_test(moments, torch.zeros(dimension, dtype=torch.float64))
+    if test is None:
         point.z = math.nan
         return point
-    dof, dof_denominator, noise = degrees
-    ratio = error_norm_sq / noise
-    log_p = float(stats.f.logsf(ratio, dof, dof_denominator))
-    point.p_value = math.exp(log_p)
+    ratio, dof, dof_denominator, log_p = test.statistic, test.dof, test.dof_denominator, test.log_p
+    point.p_value = test.p_value
     if math.isfinite(log_p):
         point.z = float(-special.ndtri_exp(log_p))
     else:  # Paulson: ((1 − 2/(9ν₂)) F^⅓ − (1 − 2/(9ν))) / √(2/(9ν) + 2/(9ν₂) F^⅔) is about N(0, 1)
