@@ -216,7 +216,7 @@ def existing(path: str | Path | None, data: str) -> Path:
 
 
 PIXELS = {"mnist": 28 * 28, "fashion_mnist": 28 * 28, "omniglot": 28 * 28}
-"""The pixels of one image of each data set read from files: a file of another geometry is not that data set."""
+"""Pixels of one image of each data set read from files: a file of another geometry is not that data set."""
 
 
 def checked_pair(train: np.ndarray, test: np.ndarray, path: Path, data: str) -> None:
