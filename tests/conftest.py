@@ -8,6 +8,11 @@ import torch
 from tests.helpers import make_config
 
 
+# No test reaches the network: a data set's files come from a local server (task.mirror) or are missing, and a
+# missing one is refused at once (bench/tasks/download.py). Inherited by the processes the tests start.
+os.environ["GRADBENCH_OFFLINE"] = "1"
+
+
 def pytest_configure(config):
     """One torch thread per test process under pytest-xdist, which runs one worker per core: on tiny tensors
     a second thread per worker only waits for a core another worker holds (a toy training step took 60 ms

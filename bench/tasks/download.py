@@ -11,7 +11,9 @@ unverified file; a file whose checksum does not match is removed and refused.
 
 From where (``DATASETS``): each data set's ``urls`` (its home, then mirrors), or ``task.mirror=URL`` alone (a
 folder served over HTTP(S) holding the same file names: for mirrors and clusters without internet access; the
-files can also be copied into the cache folder by hand). Each download is tried ``ATTEMPTS`` times per URL;
+files can also be copied into the cache folder by hand). With ``$GRADBENCH_OFFLINE`` set to ``1`` the data
+sets' own URLs are never contacted (a missing file is a ConfigError at once: for machines, and the test
+suite, that must not reach the network); ``task.mirror`` is still used. Each download is tried ``ATTEMPTS`` times per URL;
 when every try fails, ``ConfigError`` (exit 2) names the files, the URLs tried and the cache folder.
 
 Checksums (``Remote.checksum``, ``"<algorithm>:<hex>"``): SHA-256 as TensorFlow Datasets publishes them
@@ -33,6 +35,7 @@ from pathlib import Path
 from bench.formats.errors import ConfigError
 
 ATTEMPTS = 2
+OFFLINE = "GRADBENCH_OFFLINE"  # "1": never contact the data sets' own URLs (module docstring)
 TIMEOUT_S = 60
 
 
@@ -175,6 +178,14 @@ def fetch(data: str, path: str | Path | None, mirror: str | None = None, attempt
             missing.append(remote)
     created = next((parent for parent in (folder, *folder.parents) if parent.parent.exists()), folder)
     created = None if folder.exists() else created  # the first folder this call makes, to remove on failure
+    if missing and not mirror and os.environ.get(OFFLINE, "") not in ("", "0"):
+        raise ConfigError(
+            f"task.data={data}: {len(missing)} file(s) missing in {folder} "
+            f"({', '.join(remote.name for remote in missing)}), and downloads from the data set's own URLs "
+            f"are off (${OFFLINE}={os.environ[OFFLINE]}). Download them from {dataset.urls[0]} and copy them "
+            f"into {folder} (task.path=FOLDER, or ${ENVIRONMENT}, chooses the folder), give a mirror that "
+            f"holds the same files (task.mirror=URL), or unset ${OFFLINE}."
+        )
     failures = []
     for remote in missing:
         urls = [f"{base.rstrip('/')}/{remote.name}" for base in bases]

@@ -249,7 +249,15 @@ def test_vae_runs_are_reproducible_in_process(tmp_path):
 
 
 def test_git_commit_is_null_outside_a_git_checkout(tmp_path, monkeypatch):
-    monkeypatch.setattr(results, "ROOT", tmp_path)
+    # The package as if installed in a folder that is no checkout (a wheel in site-packages): no commit,
+    # no "modified", and the provenance says so.
+    from bench.formats import version
+
+    monkeypatch.setattr(version, "PACKAGE", tmp_path / "bench")
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # do not find a repository above
-    assert results.git_commit() is None
-    assert results.provenance()["git_commit"] is None
+    version.git_commit.cache_clear(), version.code_version.cache_clear()
+    try:
+        assert version.git_commit() is None and version.git_modified() is None
+        assert version.provenance()["git_commit"] is None
+    finally:
+        version.git_commit.cache_clear(), version.code_version.cache_clear()
