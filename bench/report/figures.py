@@ -411,6 +411,7 @@ def figure_bias_variance(
         rejected, tested = verdicts.get(row.label, (0, 0))
         bars = row.seeds >= MINIMUM_BAND_SEEDS
         drawn = style[row.label]
+        cost = cost_text(costs.get(row.label)) if unequal else ""  # in the legend only when costs differ
         # Hollow (white) where the test does not reject; a second member of a coinciding group is drawn
         # smaller, so that the first shows around it.
         size = 8 if drawn.filled else 5
@@ -430,9 +431,9 @@ def figure_bias_variance(
             mew=2,
             capsize=3,
             label=(
-                f"{drawn.legend}{cost_text(costs.get(row.label))}: {rejected} of {tested} probes biased"
+                f"{drawn.legend}{cost}: {rejected} of {tested} probes biased"
                 if tested
-                else f"{drawn.legend}{cost_text(costs.get(row.label))}: no test"
+                else f"{drawn.legend}{cost}: no test"
             ),
         )
         if unequal and math.isfinite(costs.get(row.label, math.nan)):
