@@ -245,6 +245,17 @@ OPTIONAL_FIELDS: tuple[Field, ...] = (
         str,
         "sha256 (16 hex digits) of the code's source files and configs (bench.formats.version.source_hash)",
     ),
+    _field(
+        "schedule",
+        str,
+        "the learning-rate schedule after the warmup: constant, cosine or linear (optim/schedules.py)",
+    ),
+    _field("warmup_steps", int, "steps of linear learning-rate warmup before the schedule (0: none)"),
+    _field(
+        "optimizer_split",
+        str,
+        "Muon only: how many matrices Muon stepped and how many other tensors AdamW stepped, at which rate",
+    ),
 )
 
 REFERENCE_SUMMARY_FIELDS: tuple[Field, ...] = (

@@ -13,7 +13,6 @@ import inspect
 import math
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from tqdm import tqdm
 from bench.formats.contract import METRICS_FILE, REFERENCE_FIELDS, steady_median
 from bench.formats.errors import ConfigError
 from bench.formats.files import write_metrics
+from bench.run.build import make_scheduler
 from bench.run.checkpoint import Checkpoints
 from bench.run.costs import deterministic_costs
 from bench.run.device import cuda_indices, run_device, synchronizer
@@ -32,6 +32,7 @@ from bench.run.probe import probe
 from bench.run.state import TrainingState
 from bench.tasks.base import Task
 from estimators.base import Estimator, recording, variance_backward
+from optim.evaluation import evaluation_weights as optimizer_evaluation_weights
 
 
 class Diverged(RuntimeError):
@@ -100,11 +101,13 @@ def batch_source(task: Task, generator: torch.Generator):
 
 
 def evaluation_weights(optimizer: Any):
-    """Where the objective is evaluated: at Lookahead's slow weights (what it converges to, and what Zhang
-    et al. 2019 report), else at the parameters as they are. Gradient probes stay at the fast weights,
-    which are what the inner optimizer consumes."""
-    slow_weights = getattr(optimizer, "slow_weights", None)
-    return slow_weights() if callable(slow_weights) else nullcontext()
+    """Where the objective is evaluated (``optim.evaluation``): at Lookahead's slow weights (what it
+    converges to, and what Zhang et al. 2019 report), at Schedule-Free's average (what Defazio et al. 2024
+    evaluate), at Schedule-Free's average of Lookahead's slow weights when Lookahead wraps Schedule-Free;
+    else at the parameters as they are. Gradient probes and training steps stay at the weights the
+    optimizer computes its gradient at (the fast weights, Schedule-Free's interpolation), and checkpoints
+    hold those."""
+    return optimizer_evaluation_weights(optimizer)
 
 
 def train(
@@ -144,6 +147,7 @@ def train(
     next_batch = batch_source(task, data)
     trains_own = bool(estimator.own_parameters())
     state = TrainingState(task, estimator, optimizer, data, rows=recorder.rows)
+    state.scheduler = make_scheduler(config, optimizer)  # None for a constant learning rate
 
     def evaluate() -> dict[str, float]:
         with evaluation_weights(optimizer):
@@ -232,6 +236,8 @@ def train(
                 f"at its first step it said: {error}. Check the task's settings (e.g. whether its gradients "
                 f"are sparse: task.sparse) against the optimizer."
             ) from None
+        if state.scheduler is not None:  # the learning rate of the next step (timed with the optimizer)
+            state.scheduler.step()
         if state.estimator_optimizer is not None:  # the estimator's own parameters (timed with the step)
             state.estimator_optimizer.step()
         synchronize()
