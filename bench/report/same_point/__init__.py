@@ -8,12 +8,12 @@ same. Per task and trajectory:
 
 - the estimators at the same parameters, aggregated over checkpoints and seeds: per seed, the geometric mean
   over the checkpoints of the MSE and of the variance relative to the baseline (``study.baseline``, default
-  ``rloo``), and the mean rank by MSE; across seeds, their mean with its 95% t-interval over seeds (the
-  checkpoints of one trajectory are correlated, the seeds are not; its coverage measured by simulating this
-  statistic, ``coverage``), no interval with fewer than ``MINIMUM_SEEDS`` seeds, and a note when the seeds
-  share one trajectory;
-- per checkpoint, the rank by MSE of every estimator (rankings can change along training) and the test of
-  zero bias (``grad_bias_p``, Holm-adjusted over the probes of the table);
+  ``rloo``), and the mean rank by the horizon MSE ‖b‖² + V/10 (``statistics.HORIZON``); across seeds, their
+  mean with its 95% t-interval over seeds (the checkpoints of one trajectory are correlated, the seeds are
+  not; its coverage measured by simulating this statistic, ``coverage``), no interval with fewer than
+  ``MINIMUM_SEEDS`` seeds, and a note when the seeds share one trajectory;
+- per checkpoint, the rank by the horizon MSE of every estimator (rankings can change along training) and
+  the test of zero bias (``grad_bias_p``, Holm-adjusted over the probes of the table);
 - figures: MSE, variance and ‖g*‖ against training progress (log scale), the paired MSE ratio against the
   baseline per checkpoint with intervals, and, when several trajectories were studied, the cross-probe
   matrix (trajectory trained by A × estimator probed B).

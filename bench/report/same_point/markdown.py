@@ -15,6 +15,7 @@ from bench.report.same_point.statistics import (
     BIAS_LEVEL,
     INTERVAL_TEXT,
     MINIMUM_SEEDS,
+    RANKED_BY,
     aggregate,
     baseline_of,
     bias_adjusted,
@@ -24,6 +25,7 @@ from bench.report.same_point.statistics import (
     member_label,
     over_seeds,
     pairing_gain,
+    ranked_by_horizon,
     shared_trajectory,
     sharpened_pairs,
     wide,
@@ -100,7 +102,7 @@ def task_lines(task: str, study: pd.DataFrame, paired: pd.DataFrame, directory: 
                     member_label(e, s) for e, s in zip(summary["estimator"], summary["samples"], strict=True)
                 ],
                 "f_evals": [int(value) if not math.isnan(value) else "—" for value in summary["f_evals"]],
-                "mean rank by MSE": [with_interval(*value[:3], ".2f") for value in summary["rank"]],
+                f"mean rank by {RANKED_BY}": [with_interval(*value[:3], ".2f") for value in summary["rank"]],
                 f"MSE / {baseline}'s": [with_interval(*value[:3]) for value in summary["mse"]],
                 f"variance / {baseline}'s": [with_interval(*value[:3]) for value in summary["variance"]],
                 "biased (Holm, 5%)": summary["biased"],
@@ -258,10 +260,10 @@ def variant_lines(paired: pd.DataFrame, baseline: str) -> list[str]:
 
 
 def per_checkpoint_lines(table: pd.DataFrame) -> list[str]:
-    """Rank by MSE at each checkpoint (mean over seeds) and the bias test's verdict."""
+    """Rank by the horizon MSE at each checkpoint (mean over seeds) and the bias test's verdict."""
     if "grad_mse" not in table:
         return []
-    ranked = table.assign(rank=table.groupby(["seed", "checkpoint"])["grad_mse"].rank())
+    ranked = table.assign(rank=ranked_by_horizon(table, ["seed", "checkpoint"]))
     ranks = ranked.pivot_table(index=["estimator", "samples"], columns="step", values="rank", aggfunc="mean")
     shown = ranks.map(lambda value: f"{value:.1f}")
     if "grad_bias_p" in table:
@@ -278,7 +280,8 @@ def per_checkpoint_lines(table: pd.DataFrame) -> list[str]:
     )
     order = ranks.mean(axis=1).to_numpy().argsort(kind="stable")
     return [
-        "Rank by MSE at each checkpoint (1 = lowest; mean over seeds); ᵇ: the test of zero bias rejects at "
+        f"Rank by the {RANKED_BY} at each checkpoint (1 = lowest; mean over seeds: the same-point statistic "
+        "that best predicted training in the predictive-validity study); ᵇ: the test of zero bias rejects at "
         f"{BIAS_LEVEL:.0%} at most seeds, {bias_family(table)}:",
         "",
         markdown_table(shown.iloc[order]),
