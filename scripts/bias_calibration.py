@@ -23,7 +23,7 @@ Writes ``<results>/<case>.json`` (each probe's p-value, so that an interrupted r
 and, from those, ``<docs>/calibration.csv``, ``calibration.md`` and ``calibration.png`` (the results page
 includes the last two). Runs at ``nice`` 10.
 
-    python scripts/bias_calibration.py                       # 1000 probes per case, about an hour on 2 cores
+    python scripts/bias_calibration.py                       # 1000 probes per case, ~20 min on one core
     python scripts/bias_calibration.py --probes 200 --cases toy_p05,planted
 """
 
@@ -49,7 +49,10 @@ from bench.formats.tables import markdown_table  # noqa: E402
 
 DRAWS = 256
 LEVELS = (0.05, 0.01, 0.001)
-NOMINAL_BAND = {0.05: (0.03, 0.07), 0.01: (0.004, 0.018)}  # where a size reads as calibrated
+# Where a size reads as calibrated: about α/2..1.5α at 0.05 and 0.01 (more than 2 binomial SE of 1000 probes
+# away from α otherwise), and at most 4 in 1000 at 0.001 (P(≥ 5 | 1000, 0.001) = 0.004; the far tail the
+# page's Holm-adjusted verdicts read, where one false "biased" came from).
+NOMINAL_BAND = {0.05: (0.03, 0.07), 0.01: (0.004, 0.018), 0.001: (0.0, 0.004)}
 POWER_FLOOR = 0.5
 GAUSSIAN_POINT = (1.0862, -0.6626)  # μ, log σ of task=gaussian samples=2 estimator=rloo seed=3 at step 300
 REFERENCE_DRAWS, REFERENCE_SAMPLES = 256, 64
@@ -161,6 +164,7 @@ CASES = [
     ),
     Case("toy_8x4", "rloo", "toy 8 × 4, rloo (S = 2)", False, task_case(*TOY_8X4, "estimator=rloo")),
     Case("toy_8x4", "rebar", "toy 8 × 4, rebar", False, task_case(*TOY_8X4, "estimator=rebar")),
+    # The VAE's probes take 0.07 s (rloo), 0.12 s (relax) and 0.5 s (leg) each on one core.
     Case("vae", "rloo", "VAE 4 × 8 step 0, rloo (S = 2)", False, task_case("task=vae", "estimator=rloo")),
     Case("vae", "leg", "VAE 4 × 8 step 0, leg", False, task_case("task=vae", "estimator=leg")),
     Case("vae", "relax", "VAE 4 × 8 step 0, relax", False, task_case("task=vae", "estimator=relax")),
@@ -226,6 +230,19 @@ def interval(found: dict[str, float], level: float) -> str:
     return f"{found[f'rate_{level}']:.3f} [{found[f'low_{level}']:.3f}, {found[f'high_{level}']:.3f}]"
 
 
+def reading(found: dict[str, float]) -> str:
+    """ "calibrated" when every size is inside its band, else where it is not and which way: "liberal at
+    0.01 (2.1×)" rejects a true null more often than nominal, "conservative" less often."""
+    outside = []
+    for level, (low, high) in NOMINAL_BAND.items():
+        rate = found[f"rate_{level}"]
+        if rate > high:
+            outside.append(f"liberal at {level:g} ({rate / level:.1f}×)")
+        elif rate < low:
+            outside.append(f"conservative at {level:g} ({rate / level:.1f}×)")
+    return "; ".join(outside) or "calibrated"
+
+
 def table(results: dict[Case, dict[str, float]]):
     import pandas as pd
 
@@ -237,11 +254,7 @@ def table(results: dict[Case, dict[str, float]]):
         if case.biased:
             row["reads as"] = "power ≥ 0.5" if found["rate_0.05"] >= POWER_FLOOR else "power < 0.5"
         else:
-            inside = all(
-                NOMINAL_BAND[level][0] <= found[f"rate_{level}"] <= NOMINAL_BAND[level][1]
-                for level in NOMINAL_BAND
-            )
-            row["reads as"] = "calibrated" if inside else "outside the band"
+            row["reads as"] = reading(found)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -255,10 +268,14 @@ def figure(results: dict[Case, dict[str, float]], path: Path) -> None:
     unbiased = [case for case in results if not case.biased]
     biased = [case for case in results if case.biased]
     figure_, axes = plt.subplots(
-        1, 3, figsize=(13, 0.42 * len(unbiased) + 1.6), sharey=True, gridspec_kw={"width_ratios": [3, 3, 2]}
+        1,
+        4,
+        figsize=(17, 0.42 * len(unbiased) + 1.8),
+        sharey=True,
+        gridspec_kw={"width_ratios": [3, 3, 3, 2]},
     )
     positions = list(range(len(unbiased)))[::-1]
-    for axis, level in zip(axes[:2], NOMINAL_BAND, strict=True):
+    for axis, level in zip(axes[:3], NOMINAL_BAND, strict=True):
         low, high = NOMINAL_BAND[level]
         axis.axvspan(low, high, color="tab:green", alpha=0.15, label=f"band [{low}, {high}]")
         axis.axvline(level, color="tab:green", lw=1)
@@ -274,12 +291,12 @@ def figure(results: dict[Case, dict[str, float]], path: Path) -> None:
                 color="tab:blue" if inside else "tab:red",
                 capsize=3,
             )
-        axis.set_xlim(0, 2.6 * level)
+        axis.set_xlim(0, max(2.6 * level, 1.1 * high))
         axis.set_title(f"size at α = {level} (Clopper–Pearson 95%)")
         axis.set_xlabel("fraction of unbiased probes with p < α")
         axis.legend(loc="lower right", fontsize=8)
     axes[0].set_yticks(positions, [case.label for case in unbiased])
-    power_axis = axes[2]
+    power_axis = axes[3]
     for index, case in enumerate(biased):
         found = results[case]
         rate = found["rate_0.05"]
@@ -298,9 +315,11 @@ def figure(results: dict[Case, dict[str, float]], path: Path) -> None:
     power_axis.set_title("power at α = 0.05, planted bias")
     power_axis.set_xlabel("fraction of probes with p < 0.05")
     power_axis.legend(loc="lower left", fontsize=8)
-    probes = int(next(iter(results.values()))["probes"])
+    counts = sorted({int(found["probes"]) for found in results.values()})
+    probes = " or ".join(str(count) for count in counts)
     figure_.suptitle(
-        f"Test of zero bias: rejection rates over {probes} probes per case, M = {DRAWS} draws each"
+        f"Test of zero bias: rejection rates over {probes} probes per case, M = {DRAWS} draws each "
+        "(red: outside the band)"
     )
     figure_.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
