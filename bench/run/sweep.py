@@ -169,7 +169,11 @@ class SweepLaunched(Callback):
         LAUNCHED = True
         params = OmegaConf.select(config, "hydra.sweeper.params", default=None)
         params = OmegaConf.to_container(params, resolve=False) if params else {}
-        swept = [*config.hydra.overrides.task, *(f"{key}={value}" for key, value in params.items())]
+        # A key given on the command line replaces the same key of the sweeper's params (Hydra's rule): it
+        # counts once (a 12-run sweep over an experiment whose params sweep 60 runs said "of 60").
+        given = list(config.hydra.overrides.task)
+        keys = {override.split("=", 1)[0].lstrip("+~") for override in given}
+        swept = [*given, *(f"{key}={value}" for key, value in params.items() if key not in keys)]
         added = [f"+hydra.job.env_set.{SWEEP_STARTED}={time.time():.3f}"]
         size = sweep_size(swept)
         if size is not None:

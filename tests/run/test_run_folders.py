@@ -78,6 +78,30 @@ def test_the_keys_that_vary_and_the_size_of_a_sweep():
     assert sweep_size(["seed=0"]) == 1
 
 
+def test_a_key_on_the_command_line_replaces_the_experiments_sweep_of_it_in_the_count(monkeypatch):
+    from omegaconf import OmegaConf
+
+    monkeypatch.setattr(sweep, "LAUNCHED", False)
+
+    def counted(task_overrides: list[str]) -> str:
+        config = OmegaConf.create(
+            {
+                "hydra": {
+                    # an experiment's sweep: 6 estimators x 10 seeds = 60 runs
+                    "sweeper": {"params": {"estimator": "a,b,c,d,e,f", "seed": "range(10)"}},
+                    "overrides": {"task": task_overrides, "hydra": []},
+                    "sweep": {"subdir": "own"},
+                }
+            }
+        )
+        sweep.SweepLaunched().on_multirun_start(config)
+        return next(o for o in config.hydra.overrides.hydra if sweep.SWEEP_SIZE in o).split("=")[-1]
+
+    assert counted(["estimator=rloo,st"]) == str(2 * 10)  # Hydra runs 20, not 2 x 6 x 10
+    assert counted(["seed=0,1", "+experiment=x"]) == str(6 * 2)
+    assert counted([]) == str(60)  # negative control: nothing replaced
+
+
 def test_progress_lines_count_the_runs_and_estimate_the_time_left():
     environment = {sweep.SWEEP_SIZE: "8", sweep.SWEEP_STARTED: str(__import__("time").time() - 90)}
     line = sweep_progress(3, "estimator=st@0123abcd", environment)
