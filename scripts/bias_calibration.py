@@ -1,4 +1,5 @@
-"""The calibration of the probe's test of zero bias (``grad_bias_p``; docs/bias_test.md), measured.
+"""The calibration of the probe's test of zero bias (``grad_bias_p``), measured (docs/design.md, "The test
+of zero bias").
 
 For each case, ``--probes`` independent probes (M = 256 draws each, fresh randomness, parameters fixed) of an
 estimator at a point where its bias is known: the rejection rates at α = 0.05, 0.01 and 0.001 with
@@ -20,7 +21,7 @@ Cases (the probe's own draws, ``bench.run.probe.draws``, against the task's exac
   ‖b‖² = 0.1·tr Σ / M along a random direction (power; a test with the true degrees of freedom reaches 0.9).
 
 Writes ``<results>/<case>.json`` (each probe's p-value, so that an interrupted run resumes where it stopped)
-and, from those, ``<docs>/calibration.csv``, ``calibration.md`` and ``calibration.png`` (the results page
+and, from those, ``<docs>/calibration.csv``, ``table.md`` and ``calibration.png`` (the results page
 includes the last two). Runs at ``nice`` 10.
 
     python scripts/bias_calibration.py                       # 1000 probes per case, ~20 min on one core
@@ -237,10 +238,32 @@ def reading(found: dict[str, float]) -> str:
     for level, (low, high) in NOMINAL_BAND.items():
         rate = found[f"rate_{level}"]
         if rate > high:
-            outside.append(f"liberal at {level:g} ({rate / level:.1f}×)")
+            outside.append(f"liberal at {level:g}: {rate / level:.1f}× α")
         elif rate < low:
-            outside.append(f"conservative at {level:g} ({rate / level:.1f}×)")
+            outside.append(f"conservative at {level:g}: {rate / level:.1f}× α")
     return "; ".join(outside) or "calibrated"
+
+
+def summary(results: dict[Case, dict[str, float]]) -> str:
+    """The table read in a paragraph: which unbiased cases are outside their bands, and the power."""
+    unbiased = [case for case in results if not case.biased]
+    outside = [
+        f"{case.label} ({reading(results[case])})"
+        for case in unbiased
+        if reading(results[case]) != "calibrated"
+    ]
+    bands = ", ".join(f"[{low:g}, {high:g}] at α = {level:g}" for level, (low, high) in NOMINAL_BAND.items())
+    text = f"**Reading.** Bands where a size reads as calibrated: {bands}. " + (
+        f"{len(unbiased) - len(outside)} of {len(unbiased)} unbiased cases are inside every band; outside: "
+        + "; ".join(outside)
+        + "."
+        if outside
+        else f"All {len(unbiased)} unbiased cases are inside every band."
+    )
+    for case in results:
+        if case.biased:
+            text += f" Power against {case.label}: {results[case]['rate_0.05']:.3f} at α = 0.05."
+    return text
 
 
 def table(results: dict[Case, dict[str, float]]):
@@ -291,8 +314,9 @@ def figure(results: dict[Case, dict[str, float]], path: Path) -> None:
                 color="tab:blue" if inside else "tab:red",
                 capsize=3,
             )
-        axis.set_xlim(0, max(2.6 * level, 1.1 * high))
-        axis.set_title(f"size at α = {level} (Clopper–Pearson 95%)")
+        widest = max(results[case][f"high_{level}"] for case in unbiased)
+        axis.set_xlim(0, 1.05 * max(2.6 * level, high, widest))
+        axis.set_title(f"size at α = {level:g}\n(Clopper–Pearson 95%)")
         axis.set_xlabel("fraction of unbiased probes with p < α")
         axis.legend(loc="lower right", fontsize=8)
     axes[0].set_yticks(positions, [case.label for case in unbiased])
@@ -312,7 +336,7 @@ def figure(results: dict[Case, dict[str, float]], path: Path) -> None:
     power_axis.axvline(POWER_FLOOR, color="tab:green", lw=1, label="required 0.5")
     power_axis.axvline(0.9, color="grey", ls="--", lw=1, label="true ν reaches 0.9")
     power_axis.set_xlim(0, 1)
-    power_axis.set_title("power at α = 0.05, planted bias")
+    power_axis.set_title("power at α = 0.05,\nplanted bias")
     power_axis.set_xlabel("fraction of probes with p < 0.05")
     power_axis.legend(loc="lower left", fontsize=8)
     counts = sorted({int(found["probes"]) for found in results.values()})
@@ -355,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     arguments.docs.mkdir(parents=True, exist_ok=True)
     atomic_write_text(arguments.docs / "calibration.csv", csv.to_csv(index=False))
-    atomic_write_text(arguments.docs / "calibration.md", markdown_table(frame) + "\n")
+    atomic_write_text(arguments.docs / "table.md", summary(results) + "\n\n" + markdown_table(frame) + "\n")
     figure(results, arguments.docs / "calibration.png")
     print(markdown_table(frame))
     return 0

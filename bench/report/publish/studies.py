@@ -144,6 +144,18 @@ STUDIES: tuple[PageStudy, ...] = (
         "scripts/predictive_validity.py",
     ),
     PageStudy(
+        "bias_calibration",
+        "Is the test of zero bias calibrated?",
+        (),
+        "How often the probe's test of zero bias (`grad_bias_p`) rejects for unbiased estimators (its size, "
+        "which should be α) and for a planted bias (its power): 1000 independent probes per case, M = 256 "
+        "draws each, at fixed parameters where the bias is known, with Clopper–Pearson 95% intervals. The "
+        "verdicts of every table on this page rest on it; what the test assumes, and where it is still "
+        'approximate: [design notes](../design.md#metrics), "The test of zero bias".',
+        ("committed",),
+        "scripts/bias_calibration.py",
+    ),
+    PageStudy(
         "vq_estimators",
         "Vector-quantization estimators on the VQ-VAE",
         ("+experiment=vq_estimators", "steps=1000", "probe.every=100", "seed=0,1,2"),

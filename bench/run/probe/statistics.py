@@ -19,8 +19,9 @@ the same in every draw, is subtracted from ḡ and g*, so that cosine, SNR and t
 describe the estimator rather than the loss. cos and SNR are debiased for the probe's noise (E‖ḡ‖² = ‖E ĝ‖² +
 tr Σ/M) and null when ‖ḡ_e‖² ≤ V̂/M; the relative fields are null where ‖g*_e‖ is numerically zero.
 
-**The test of zero bias** (``bias_test``; docs/bias_test.md states its assumptions and where it is
-approximate). D = ḡ − g* has covariance Σ_D = Σ/M (+ Σ_R/N), estimated by its trace V̂_D = V̂/M (+ V̂_R/N).
+**The test of zero bias** (``bias_test``; docs/design.md, "The test of zero bias", states its assumptions
+and where it is approximate). D = ḡ − g* has covariance Σ_D = Σ/M (+ Σ_R/N), estimated by its trace
+V̂_D = V̂/M (+ V̂_R/N).
 
 1. T = ‖D‖² / V̂_D. Under no bias ‖D‖² is about a scaled χ²_ν with ν = (tr Σ_D)² / tr(Σ_D²), the effective
    rank (Satterthwaite). tr Σ² (and tr Σ_R², tr ΣΣ_R) are unbiased U-statistics over the disjoint pair
