@@ -31,9 +31,7 @@ from bench.tasks.base import Task
 from bench.tasks.custom import check_task
 from estimators.base import Estimator, EstimatorError
 from optim.evaluation import chain, is_schedule_free
-from optim.muon import split_text
 from optim.schedules import SCHEDULES, check_schedule, decays, scheduler
-from optim.shampoo import BlockShampoo, preconditioner_bytes
 
 
 def unwrap(error: BaseException) -> BaseException:
@@ -288,6 +286,10 @@ def optimizer_record(config: DictConfig, optimizer: torch.optim.Optimizer) -> di
         "warmup_steps": int(config.optimizer.get("warmup_steps", 0)),
     }
     for link in chain(optimizer):
+        if not any("use_muon" in group for group in getattr(link, "param_groups", [])):
+            continue  # not Muon: optim.muon (pytorch_optimizer: 0.9 s) is imported for Muon's runs alone
+        from optim.muon import split_text
+
         split = split_text(link)
         if split is not None:
             record["optimizer_split"] = split
@@ -318,7 +320,9 @@ def preconditioner_memory(config: DictConfig, parameters: list[torch.Tensor]) ->
     if "inner" in node and isinstance(node.inner, DictConfig):
         node = node.inner
     target = node.get("_target_", "")
-    if target == f"{BlockShampoo.__module__}.{BlockShampoo.__name__}":
+    if target == "optim.shampoo.BlockShampoo":
+        from optim.shampoo import preconditioner_bytes  # here: pytorch_optimizer is slow to import
+
         block = int(node.get("block_size", 512))
         largest = int(node.get("no_preconditioning_for_layers_with_dim_gt", 8192))
         return sum(preconditioner_bytes(tuple(p.shape), block, largest, p.dtype) for p in parameters)
