@@ -154,3 +154,24 @@ def test_the_still_falling_test_sees_a_falling_curve_and_not_a_flat_one(tmp_path
     assert slope < 0 and p < 1e-6
     assert still_falling(flat, "objective")[1] > 0.01
     assert math.isfinite(still_falling(flat, "objective")[0])
+
+
+def test_an_unbiased_estimator_the_test_rejects_is_explained_not_left_as_a_verdict():
+    from bench.campaigns.recommend.decide import unbiased_but_rejected
+
+    def candidate(name, unbiased, rejected, p):
+        evidence = {"rejected": rejected, "tested": 4, "smallest_p_holm": p}
+        return {"estimator": name, "declared_unbiased": unbiased, "evidence": evidence}
+
+    lines = unbiased_but_rejected(
+        [
+            candidate("rloo", True, 1, 0.02),  # marginal: a possible false rejection
+            candidate("broken", True, 4, 1e-12),  # strong: check the estimator
+            candidate("st", False, 4, 0.0),  # declares itself biased: nothing to explain
+            candidate("leg", True, 0, 1.0),  # not rejected: nothing to explain
+        ]
+    )
+    text = "\n".join(lines)
+    assert "`rloo`" in text and "family error" in text
+    assert "`broken`" in text and "bench.check unbiasedness" in text
+    assert "`st`" not in text and "`leg`" not in text
