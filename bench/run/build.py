@@ -43,6 +43,7 @@ def unwrap(error: BaseException) -> BaseException:
 
 # Keys of an optimizer config read by the run, not by the optimizer's constructor: its learning-rate schedule
 # (``bench.run.build.make_scheduler``) and the gradients it takes (``check_gradients``).
+MAX_DRAWS = 1_000_000  # probe.draws at most: a per-draw loop of 10^9 draws ran out of memory on the toy
 RUN_SETTINGS = ("name", "schedule", "warmup_steps", "gradients")
 
 
@@ -140,8 +141,10 @@ def check_settings(config: DictConfig) -> None:
             f"samples must be >= 1, got samples={config.samples}.",
         ),
         (
-            config.probe.draws >= 2,
-            f"probe.draws must be >= 2 (a variance needs two draws), got {config.probe.draws}.",
+            2 <= config.probe.draws <= MAX_DRAWS,
+            f"probe.draws must be from 2 (a variance needs two draws) to {MAX_DRAWS:,} (the statistics' "
+            f"standard errors shrink as 1/sqrt(M): more draws cost time and memory and add nothing a report "
+            f"can show), got {config.probe.draws}.",
         ),
         (
             config.probe.every >= 0,

@@ -104,7 +104,7 @@ def test_values_refused_when_the_run_is_built_exit_2(tmp_path):
         (["estimator=gumbel", "estimator.tau=0"], "tau must be a finite number > 0"),
         (["estimator=st", "estimator.tau=-1"], "tau must be a finite number > 0"),
         (["estimator=rloo", "samples=1"], "needs at least 2 samples per gradient estimate, got samples=1"),
-        (["probe.draws=1"], "probe.draws must be >= 2 (a variance needs two draws), got 1"),
+        (["probe.draws=1"], "probe.draws must be from 2 (a variance needs two draws)"),
         (["steps=0"], "steps must be >= 1, got steps=0"),
         (["steps=-5"], "steps must be >= 1, got steps=-5"),
         (["steps=abc"], "steps must be a whole number, got steps='abc'"),

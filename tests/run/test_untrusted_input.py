@@ -95,11 +95,13 @@ REFUSED = [
     ({"threads": 0}, "threads must be at least 1"),
     ({"task.name": "a/b"}, "task.name='a/b' contains a path separator"),
     ({"preflight.memory_limit": "lots"}, "preflight.memory_limit must be a size"),
-    # 10^9 draws of the toy's 2 logits: 8 GB for their gradients and 32 GB for the vectorized draws' samples
+    # 10^9 draws: beyond the 10^6 any report needs (a per-draw loop of them ran out of memory on the toy).
+    ({"probe.draws": 1000000000}, "probe.draws must be from 2 (a variance needs two draws) to 1,000,000"),
+    # 10^6 draws of the toy's 2 logits: 8 MB for their gradients and 32 MB for the vectorized draws' samples
     # and noise; 10^12 samples: 16 TB for one estimate.
     (
-        {"probe.draws": 1000000000, "preflight.memory_limit": "1GB"},
-        "one probe would need at least 37.3 GiB (probe.draws=1000000000, samples=2",
+        {"probe.draws": 1000000, "preflight.memory_limit": "10MB"},
+        "one probe would need at least 38.1 MiB (probe.draws=1000000, samples=2",
     ),
     (
         {"samples": 1000000000000, "preflight.memory_limit": "1GB"},
