@@ -733,6 +733,19 @@ def copy_tables(source: Path, target: Path, studies: tuple[PageStudy, ...] = STU
             if (source / study.name / name).is_file():
                 (target / study.name).mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source / study.name / name, target / study.name / name)
+        # A recommendation's own report and record; a script-made study's table, data and figures (the page
+        # shows them as committed: nothing redraws them).
+        kept = [RECOMMENDATION_REPORT, RECOMMENDATION_FILE] if "recommendation" in study.figures else []
+        if "committed" in study.figures and (source / study.name).is_dir():
+            kept += sorted(
+                path.name
+                for path in (source / study.name).iterdir()
+                if path.is_file() and path.suffix in (".md", ".csv", ".png") and is_safe(path.name)
+            )
+        for name in kept:
+            if (source / study.name / name).is_file():
+                (target / study.name).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source / study.name / name, target / study.name / name)
         documents = source / study.name / TUNING_DIR  # a tuned study's tuning.json, beside its tables
         if documents.is_dir():
             (target / study.name / TUNING_DIR).mkdir(parents=True, exist_ok=True)
