@@ -70,6 +70,8 @@ class Panel:
     log: bool = False
     skip_step_zero: bool = False
     horizontal_line: float | None = None
+    low: float | None = None  # the metric's bounds (a fraction: 0 and 1): bands are clipped to them
+    high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -132,10 +134,13 @@ def list_of(node: dict[str, Any], key: str, where: str) -> list[Any]:
 
 
 def parse_panel(node: Any, where: str) -> Panel:
-    node = keys_of(node, where, ("metric", "title", "log", "skip_step_zero", "horizontal_line"), ("metric",))
+    keys = ("metric", "title", "log", "skip_step_zero", "horizontal_line", "low", "high")
+    node = keys_of(node, where, keys, ("metric",))
+    for key in ("horizontal_line", "low", "high"):
+        value = node.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise DeclarationError(f"{where}.{key} must be a number, not {value!r:.60}")
     line = node.get("horizontal_line")
-    if line is not None and (isinstance(line, bool) or not isinstance(line, (int, float))):
-        raise DeclarationError(f"{where}.horizontal_line must be a number, not {line!r:.60}")
     metric = text_of(node, "metric", where)
     return Panel(
         metric=metric,
@@ -143,6 +148,8 @@ def parse_panel(node: Any, where: str) -> Panel:
         log=flag_of(node, "log", where),
         skip_step_zero=flag_of(node, "skip_step_zero", where),
         horizontal_line=None if line is None else float(line),
+        low=None if node.get("low") is None else float(node["low"]),
+        high=None if node.get("high") is None else float(node["high"]),
     )
 
 

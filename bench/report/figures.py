@@ -190,6 +190,8 @@ def band_notes(band: pd.DataFrame, groups: list[Group]) -> list[str]:
         notes.append(f"fewer than {MINIMUM_BAND_SEEDS} seeds ({', '.join(few)}): each seed's line, no band")
     if groups:
         notes.append(groups_note(groups))
+    if band.attrs.get("clipped"):
+        notes.append("bands clipped at the metric's bounds")
     return notes
 
 
@@ -212,6 +214,10 @@ def draw_panel(
     finished = data[data["status"] == OK]
     stopped = data[data["status"] != OK]
     band = bands(finished, "step", on_log_scale(panel.metric, panel.log))
+    if panel.low is not None or panel.high is not None:  # a t-band of 3 seeds ran to a "fraction" of 2
+        clipped = band[["low", "high"]].clip(lower=panel.low, upper=panel.high)
+        band.attrs["clipped"] = bool((clipped != band[["low", "high"]]).any().any())
+        band[["low", "high"]] = clipped
     band.attrs["groups"] = draw_band(axis, band, "step", palette, finished, log=panel.log)
     for (_run, label, status, stopped_at), group in stopped.groupby(["run", "label", "status", "stopped_at"]):
         group = group.sort_values("step")

@@ -168,3 +168,37 @@ def test_a_declaration_in_a_task_config_of_your_own(tmp_path):
     assert summaries["task"].tolist() == [TASK_NAME]
     (section,) = task_sections(summaries["task_report"], TASK_NAME)
     assert section.name == "dark" and section.panels[0].metric == METRIC
+
+
+def test_a_panels_bounds_clip_its_bands_and_bad_bounds_are_refused():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from bench.report.declarations import DeclarationError, Panel, parse_panel
+    from bench.report.figures import band_notes, draw_panel
+
+    panel = parse_panel({"metric": "codes_used", "low": 0, "high": 1}, "panels[0]")
+    assert (panel.low, panel.high) == (0.0, 1.0)
+    with pytest.raises(DeclarationError, match="high must be a number"):
+        parse_panel({"metric": "codes_used", "high": "one"}, "panels[0]")
+    # Three seeds of a fraction at 0.1, 0.5 and 0.95: its t-band runs below 0 and above 1 unless clipped.
+    data = pd.DataFrame(
+        {
+            "label": "a",
+            "run": [f"r{seed}" for seed in range(3) for _ in range(2)],
+            "seed": [seed for seed in range(3) for _ in range(2)],
+            "step": [0, 10] * 3,
+            "value": [0.1, 0.1, 0.5, 0.5, 0.95, 0.95],
+            "status": "ok",
+            "stopped_at": float("nan"),
+        }
+    )
+    figure, axis = plt.subplots()
+    try:
+        clipped = draw_panel(axis, panel, data, {"a": "C0"}, annotate=False)
+        unclipped = draw_panel(axis, Panel("codes_used", "codes"), data, {"a": "C0"}, annotate=False)
+    finally:
+        plt.close(figure)
+    assert clipped["low"].min() >= 0 and clipped["high"].max() <= 1
+    assert unclipped["low"].min() < 0 and unclipped["high"].max() > 1  # the negative control
+    assert "bands clipped at the metric's bounds" in band_notes(clipped, [])
