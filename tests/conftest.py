@@ -7,7 +7,6 @@ import torch
 
 from tests.helpers import make_config
 
-
 # No test reaches the network: a data set's files come from a local server (task.mirror) or are missing, and a
 # missing one is refused at once (bench/tasks/download.py). Inherited by the processes the tests start.
 os.environ["GRADBENCH_OFFLINE"] = "1"

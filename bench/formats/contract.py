@@ -88,7 +88,8 @@ every stage-1 run's score, the rule and the choice; the report reads it (``bench
 
 TUNING_STAGE_ONE_DIR, TUNING_STAGE_TWO_DIR, TUNING_HELDOUT_DIR = "tune", "final", "heldout"
 """A tuned study's folders of stage-1 runs (the grid), stage-2 runs (the chosen settings, fresh seeds) and
-held-out runs (the chosen settings, the same fresh seeds, on a variant of the problem they were not tuned on)."""
+held-out runs (the chosen settings, the same fresh seeds, on a variant of the problem they were not tuned
+on)."""
 
 REPORT_DIR = "report"
 """The folder ``python -m bench.report DIR`` writes into by default (``DIR/report``); readers of runs skip

@@ -13,8 +13,9 @@ From where (``DATASETS``): each data set's ``urls`` (its home, then mirrors), or
 folder served over HTTP(S) holding the same file names: for mirrors and clusters without internet access; the
 files can also be copied into the cache folder by hand). With ``$GRADBENCH_OFFLINE`` set to ``1`` the data
 sets' own URLs are never contacted (a missing file is a ConfigError at once: for machines, and the test
-suite, that must not reach the network); ``task.mirror`` is still used. Each download is tried ``ATTEMPTS`` times per URL;
-when every try fails, ``ConfigError`` (exit 2) names the files, the URLs tried and the cache folder.
+suite, that must not reach the network); ``task.mirror`` is still used. Each download is tried ``ATTEMPTS``
+times per URL; when every try fails, ``ConfigError`` (exit 2) names the files, the URLs tried and the
+cache folder.
 
 Checksums (``Remote.checksum``, ``"<algorithm>:<hex>"``): SHA-256 as TensorFlow Datasets publishes them
 (``url_checksums/mnist.txt``, ``fashion_mnist.txt``, ``binarized_mnist.txt``: the same files as the

@@ -185,7 +185,11 @@ def test_the_20x10_probe_benchmark_runs(monkeypatch, one_thread):
     from bench.campaigns.perf.verdicts import StoppingRule
 
     (result,) = measurements.measure_probe(
-        "categorical_vae_20x10", StoppingRule(least=1, most=1), name="probe_vae_20x10", whole_probe=False, goal=None
+        "categorical_vae_20x10",
+        StoppingRule(least=1, most=1),
+        name="probe_vae_20x10",
+        whole_probe=False,
+        goal=None,
     )
     assert result.name == "probe_vae_20x10" and result.status == "ok" and result.ratio > 0
     assert "categorical_vae_20x10" in result.what and "(32 images)" in result.what

@@ -296,7 +296,6 @@ def plan_from_command_line(overrides: list[str], options: Any = None) -> TuningP
     node = settings.get("tuning")
     node = None if node is None else OmegaConf.to_container(node, resolve=True)
     if options is not None and options.given():
-
         configs: dict[str, Any] = {}
 
         def has_key(option: str, key: str) -> bool:
