@@ -65,11 +65,31 @@ def composed() -> dict[str, list[tuple[list[str], tuple[str, str, str]]]]:
     return found
 
 
+def selecting(point: list[str]) -> tuple[str, ...]:
+    """The overrides of a sweep point that can change the run's (task, estimator, optimizer) names: config
+    group choices (``estimator=rloo``, ``optimizer@optimizer.inner=sgd``) and ``*.name`` keys, not the seed
+    or values such as learning rates."""
+    kept = []
+    for item in point:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if key != "seed" and ("." not in key or "@" in key or key.endswith("name")):
+            kept.append(item)
+    return tuple(kept)
+
+
 def smoke_runs() -> list[tuple[str, list[str]]]:
-    """One run per distinct (task, estimator, optimizer): the first point that has it, at seed 0."""
+    """One run per distinct (task, estimator, optimizer): the first point that has it, at seed 0. Composed
+    once per distinct group choice (at collection, in every pytest-xdist worker: composing all 315 sweep
+    points took a minute there; ``test_every_run_of_every_experiment_composes`` composes them all, once)."""
     chosen: dict[tuple[str, str, str], tuple[str, list[str]]] = {}
-    for name, runs in composed().items():
-        for point, names in runs:
+    for name in experiments():
+        seen = set()
+        for point in sweep_points(name):
+            if selecting(point) in seen:
+                continue
+            seen.add(selecting(point))
+            config = make_config(f"+experiment={name}", *point)
+            names = (config.task.name, config.estimator.name, config.optimizer.name)
             if names not in chosen:
                 chosen[names] = (name, [item for item in point if not item.startswith("seed=")] + ["seed=0"])
     return [chosen[names] for names in sorted(chosen)]
