@@ -41,9 +41,10 @@ def unwrap(error: BaseException) -> BaseException:
     return error
 
 
+MAX_DRAWS = 1_000_000  # probe.draws at most: a per-draw loop of 10^9 draws ran out of memory on the toy
+
 # Keys of an optimizer config read by the run, not by the optimizer's constructor: its learning-rate schedule
 # (``bench.run.build.make_scheduler``) and the gradients it takes (``check_gradients``).
-MAX_DRAWS = 1_000_000  # probe.draws at most: a per-draw loop of 10^9 draws ran out of memory on the toy
 RUN_SETTINGS = ("name", "schedule", "warmup_steps", "gradients")
 
 
