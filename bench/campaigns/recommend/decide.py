@@ -23,12 +23,13 @@ from typing import Any
 
 from scipy import stats
 
-from bench.campaigns.recommend.evidence import ALPHA, HORIZON, holm
+from bench.campaigns.recommend.evidence import ALPHA, HORIZON
 from bench.campaigns.recommend.plan import Candidate, Plan, RecommendFailed
 from bench.campaigns.recommend.settings import Settings
 from bench.formats.contract import METRICS_FILE, OK
 from bench.formats.tables import markdown_table
 from bench.formats.version import code_version
+from bench.report.statistics import holm
 
 CRITERION = (
     "final objective (the validation objective where the task records one) over the stage-2 seeds, every "
@@ -127,7 +128,7 @@ def compare(leaders: list[Candidate], stage_two: dict[str, list[Any]]) -> tuple[
             "identical": identical,
         }
         pvalues.append(p)
-    for key, adjusted in zip(others, holm(pvalues), strict=True):
+    for key, adjusted in zip(others, map(float, holm(pvalues)), strict=True):
         rows[key]["comparison"]["p_holm"] = adjusted
         rows[key]["comparison"]["tied"] = adjusted >= ALPHA
     return best, rows

@@ -16,21 +16,11 @@ from typing import Any
 
 from bench.campaigns.recommend.plan import Plan
 from bench.formats.contract import STUDY_FILE
+from bench.report.same_point.statistics import HORIZON
+from bench.report.statistics import holm
 
-HORIZON = 10.0  # 1 / (1 - beta_1) for Adam's default beta_1 = 0.9
 ALPHA = 0.05
 EXACT = 1e-6  # a constant draw within this squared distance of g* (relative to ‖g*‖²) is the gradient
-
-
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm's step-down adjustment (monotone, capped at 1), in the input's order."""
-    order = sorted(range(len(pvalues)), key=lambda index: pvalues[index])
-    adjusted = [1.0] * len(pvalues)
-    running = 0.0
-    for rank, index in enumerate(order):
-        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[index]))
-        adjusted[index] = running
-    return adjusted
 
 
 def number(text: str) -> float:
@@ -83,7 +73,7 @@ def read_evidence(folder: Path, plan: Plan) -> dict[str, Any]:
         found[candidate.key] = {"checkpoints": per}
     adjusted = holm([p for _, _, p in tests])
     for (key, index, _), value in zip(tests, adjusted, strict=True):
-        found[key]["checkpoints"][index]["p_holm"] = value
+        found[key]["checkpoints"][index]["p_holm"] = float(value)
     for item in found.values():
         tested = [entry for entry in item["checkpoints"] if "p_holm" in entry]
         item["tested"] = len(tested)
